@@ -1,0 +1,57 @@
+"""MobileNetV2 (Sandler et al., 2018, Table 2) as inverted-residual rows, with the SSDLite C4/C5 taps.
+
+SSDLite on V2 (MobileNetV2 paper, section 6.2): C4 is the expansion of the first 160-channel block
+("layer 15" in TF's naming, stride 16) and C5 is the last 1x1 convolution (1280 channels).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from detector.backbones.inverted_residual_net import BlockSpec, InvertedResidualNet
+from detector.layers import BN_EPS, BN_MOMENTUM, make_divisible
+
+
+class Stage(NamedTuple):
+    expansion: int  # t
+    out: int  # c
+    repeats: int  # n
+    stride: int  # s of the first block
+
+
+STAGES = (
+    Stage(1, 16, 1, 1),
+    Stage(6, 24, 2, 2),
+    Stage(6, 32, 3, 2),
+    Stage(6, 64, 4, 2),
+    Stage(6, 96, 3, 1),
+    Stage(6, 160, 3, 2),  # its first block's expansion is C4
+    Stage(6, 320, 1, 1),
+)
+STEM, LAST_CONV = 32, 1280
+
+
+def mobilenet_v2_backbone(
+    width: float = 1.0, bn_eps: float = BN_EPS, bn_momentum: float = BN_MOMENTUM
+) -> InvertedResidualNet:
+    """Detection backbone (no classifier). Every layer, the last 1x1 conv included, is scaled by the width
+    multiplier and rounded to a multiple of 8 (at least 8): the rule that reproduces Table 6's 0.35 / 0.5 rows.
+    """
+
+    def scale(c: float) -> int:
+        return make_divisible(c * width)
+
+    specs: list[BlockSpec] = []
+    in_ch = scale(STEM)
+    c4_block = 0
+    for stage in STAGES:
+        out = scale(stage.out)
+        if stage.out == 160:
+            c4_block = len(specs)
+        for i in range(stage.repeats):
+            exp = make_divisible(in_ch * stage.expansion) if stage.expansion > 1 else in_ch
+            specs.append(BlockSpec(in_ch, exp, out, 3, stage.stride if i == 0 else 1, "RE6"))
+            in_ch = out
+    return InvertedResidualNet(
+        scale(STEM), "RE6", specs, scale(LAST_CONV), "RE6", c4_block, None, bn_eps=bn_eps, bn_momentum=bn_momentum
+    )

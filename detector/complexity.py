@@ -1,0 +1,58 @@
+"""Model size, multiply-adds and CPU latency, counted the way Table 6 of the paper counts them.
+
+Convention (reference file, section 6): parameters are convolution weights and biases (SE and predictor
+convolutions have biases), BatchNorm affine parameters are not counted; MAdds are the multiply-adds of the
+convolutions at the model's input size, counted by ``torch.utils.flop_counter`` (which reports 2 FLOPs per
+multiply-add) and halved.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def conv_params(model: nn.Module) -> int:
+    """Weights and biases of every nn.Conv2d (and nn.Linear) in ``model``: the paper's count."""
+    return sum(p.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) for p in m.parameters())
+
+
+def all_params(model: nn.Module) -> int:
+    """Every parameter, BatchNorm included: the count torchvision publishes."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def multiply_adds(model: nn.Module, inputs: torch.Tensor) -> int:
+    """Multiply-adds of one forward pass on ``inputs`` (convolutions and matrix products)."""
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        model(inputs)
+    model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+@torch.no_grad()
+def latency_ms(model: nn.Module, inputs: torch.Tensor, repeats: int = 20, warmup: int = 3,
+               threads: int | None = 1) -> float:  # fmt: skip
+    """Median wall time in milliseconds of ``model(inputs)`` over ``repeats`` runs after ``warmup`` runs."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        model.eval()
+        for _ in range(warmup):
+            model(inputs)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(inputs)
+            times.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(times)
+    finally:
+        torch.set_num_threads(previous)

@@ -1,0 +1,150 @@
+"""Typed configuration: dataclasses with defaults, complete YAML recipes, ``--set key=value`` overrides.
+
+Only builders and tools read a ``Config``; modules take explicit arguments. Unknown keys and values of the
+wrong type are errors that name the key. ``to_dict`` gives plain Python types, which travel in checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from detector.errors import UserError
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration file or override that cannot be used; the message names the key."""
+
+
+@dataclass
+class ModelConfig:
+    # mobilenet_v3_large | mobilenet_v3_small | mobilenet_v2 | mnasnet_a1 | mobilenet_v1
+    backbone: str = "mobilenet_v3_large"
+    width: float = 1.0
+    reduced_tail: bool = True  # "†": halve the blocks between C4 and C5 (MobileNetV3 only)
+    layout: str = "paper"  # anchors: paper (3 on the lowest level, 2034 at 320) | torchvision (6 everywhere)
+    num_classes: int = 90
+    image_size: list[int] = field(default_factory=lambda: [320, 320])  # (H, W) of the model input
+    extra_depths: list[int] = field(default_factory=lambda: [512, 256, 256, 128])
+    min_depth: int = 16  # TF's floor for extra-layer depths scaled by the width multiplier
+    bn_eps: float = 1e-3
+    bn_momentum: float = 0.03
+    head_init_std: float = 0.03
+    class_bias_init: float = 0.0
+
+
+@dataclass
+class LossConfig:
+    kind: str = "focal"  # focal (paper, sigmoid scores) | softmax_hnm (torchvision, softmax scores)
+    focal_alpha: float = 0.75
+    focal_gamma: float = 2.0
+    neg_to_pos: int = 3
+    iou_threshold: float = 0.5
+
+
+@dataclass
+class PostprocessConfig:
+    score_thresh: float = 1e-8
+    nms_thresh: float = 0.6
+    topk_per_class: int = 100
+    max_detections: int = 100
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+
+
+def _check_type(key: str, value: object, hint: object) -> object:
+    """Return ``value`` converted to ``hint`` where that is lossless, else raise ConfigError naming ``key``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(hint)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (type(value) is not hint):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str) -> object:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"unknown config key {prefix + str(key)!r}; known: {', '.join(sorted(names))}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _check_type(prefix + key, value, hint)
+    return cls(**kwargs)
+
+
+def from_dict(data: dict) -> Config:
+    """A Config from nested plain data; missing keys take their defaults."""
+    return _build(Config, data, "")
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` strings (values parsed as YAML scalars or lists) to nested plain data."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r}: {part!r} is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {key!r}: cannot parse {raw!r}: {exc}") from None
+    return data
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML recipe (``yaml.safe_load``), apply overrides, check every key and type."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = apply_overrides(data, overrides or [])
+    try:
+        return from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None

@@ -1,0 +1,109 @@
+"""Print Table 6 of the paper side by side with our models: params, MAdds, optional CPU latency and mAP.
+
+    python tools/table6.py [--latency] [--map RESULTS.json ...] [--json]
+
+Counts follow the paper's convention (see detector.complexity): conv weights and biases, no BatchNorm,
+MAdds of the convolutions at 320x320. Latency: 1 thread, batch 1, median model forward on this CPU.
+--map takes metrics.json files written by tools/eval_coco.py (their model config names the row) or
+ROW=FILE pairs, e.g. "V3†=runs/v3/metrics.json".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from detector import cli
+from detector.build import build_model
+from detector.complexity import conv_params, latency_ms, multiply_adds
+from detector.errors import UserError
+from detector.table6 import REFERENCE_ROW, ROWS, row_for_model, row_named
+
+
+def read_map(arg: str) -> tuple[str, float]:
+    """ROW=FILE or FILE -> (row name, mAP in percent)."""
+    name, path = arg.split("=", 1) if "=" in arg and not Path(arg).exists() else (None, arg)
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: cannot read metrics: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("AP"), (int, float)):
+        raise UserError(f"{path}: expected a metrics.json object with a numeric 'AP'")
+    if name is None:
+        model = data.get("model") or {}
+        row = row_for_model(model.get("backbone", ""), float(model.get("width", 1.0)),
+                            bool(model.get("reduced_tail", False)))  # fmt: skip
+        if row is None:
+            raise UserError(f"{path}: its model config matches no Table 6 row; pass ROW={path}")
+        name = row.name
+    try:
+        row_named(name)
+    except KeyError as exc:
+        raise UserError(str(exc.args[0])) from None
+    return name, 100.0 * float(data["AP"])
+
+
+def measure(latency: bool, repeats: int) -> list[dict]:
+    results = []
+    for row in ROWS:
+        cfg = row.model_config()
+        model = build_model(cfg).eval()
+        x = torch.rand(1, 3, *cfg.image_size)
+        results.append({
+            "row": row.name,
+            "params_m": conv_params(model) / 1e6,
+            "madds_b": multiply_adds(model, x) / 1e9,
+            "paper_params_m": row.paper_params_m,
+            "paper_madds_b": row.paper_madds_b,
+            "latency_ms": latency_ms(model, x, repeats=repeats, threads=1) if latency else None,
+            "paper_latency_ms": row.paper_latency_ms,
+            "map": None,
+            "paper_map": row.paper_map,
+        })  # fmt: skip
+    return results
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(rows: list[dict]) -> None:
+    ref = next(r for r in rows if r["row"] == REFERENCE_ROW)
+    head = (f"{'row':<13}{'mAP':>6}{'paper':>7}{'params M':>10}{'paper':>7}{'d%':>6}{'MAdds B':>9}{'paper':>7}"
+            f"{'d%':>6}{'ms CPU':>8}{'/V3†':>6}{'ms Pixel1':>10}{'/V3†':>6}")  # fmt: skip
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        d_params = 100 * (r["params_m"] / r["paper_params_m"] - 1)
+        d_madds = 100 * (r["madds_b"] / r["paper_madds_b"] - 1)
+        ratio = r["latency_ms"] / ref["latency_ms"] if r["latency_ms"] is not None else None
+        print(f"{r['row']:<13}{fmt(r['map'], '.1f'):>6}{r['paper_map']:>7.1f}{r['params_m']:>10.3f}"
+              f"{r['paper_params_m']:>7.2f}{d_params:>+6.1f}{r['madds_b']:>9.3f}{r['paper_madds_b']:>7.2f}"
+              f"{d_madds:>+6.1f}{fmt(r['latency_ms'], '.1f'):>8}{fmt(ratio, '.2f'):>6}"
+              f"{r['paper_latency_ms']:>10.0f}{r['paper_latency_ms'] / ref['paper_latency_ms']:>6.2f}")  # fmt: skip
+    print("params: conv weights + biases, BatchNorm not counted, 91 class slots; MAdds: convolutions at 320x320")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--latency", action="store_true", help="measure CPU latency (1 thread, batch 1)")
+    parser.add_argument("--repeats", type=int, default=15, help="timed runs per model for --latency")
+    parser.add_argument("--map", nargs="+", default=[], metavar="RESULTS", help="metrics.json or ROW=FILE")
+    parser.add_argument("--json", action="store_true", help="print a JSON list, one object per row")
+    args = parser.parse_args()
+    maps = dict(read_map(a) for a in args.map)
+    rows = measure(args.latency, args.repeats)
+    for r in rows:
+        r["map"] = maps.get(r["row"])
+    if args.json:
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
+    else:
+        print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
