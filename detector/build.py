@@ -47,9 +47,14 @@ def build_model(cfg: ModelConfig, init: bool = True) -> SSDLite:
         raise ConfigError(f"model.num_classes: expected at least 1, got {cfg.num_classes}")
     depths = extra_depths(cfg)
     model = SSDLite(
-        build_backbone(cfg), depths, layout_pairs(cfg.layout, 2 + len(depths)), cfg.num_classes,
-        (cfg.image_size[0], cfg.image_size[1]), cfg.bn_eps, cfg.bn_momentum,
-    )  # fmt: skip
+        build_backbone(cfg),
+        depths,
+        layout_pairs(cfg.layout, 2 + len(depths)),
+        cfg.num_classes,
+        (cfg.image_size[0], cfg.image_size[1]),
+        cfg.bn_eps,
+        cfg.bn_momentum,
+    )
     if init:
         init_weights(model, cfg.head_init_std, cfg.class_bias_init)
     return model

@@ -38,8 +38,9 @@ def multiply_adds(model: nn.Module, inputs: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def latency_ms(model: nn.Module, inputs: torch.Tensor, repeats: int = 20, warmup: int = 3,
-               threads: int | None = 1) -> float:  # fmt: skip
+def latency_ms(
+    model: nn.Module, inputs: torch.Tensor, repeats: int = 20, warmup: int = 3, threads: int | None = 1
+) -> float:
     """Median wall time in milliseconds of ``model(inputs)`` over ``repeats`` runs after ``warmup`` runs."""
     previous = torch.get_num_threads()
     if threads is not None:

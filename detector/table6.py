@@ -20,8 +20,14 @@ class Row:
 
     def model_config(self) -> ModelConfig:
         """The paper layout at 320x320 with 90 COCO classes (91 class slots)."""
-        return ModelConfig(backbone=self.backbone, width=self.width, reduced_tail=self.reduced_tail,
-                           layout="paper", num_classes=90, image_size=[320, 320])  # fmt: skip
+        return ModelConfig(
+            backbone=self.backbone,
+            width=self.width,
+            reduced_tail=self.reduced_tail,
+            layout="paper",
+            num_classes=90,
+            image_size=[320, 320],
+        )
 
 
 ROWS = (

@@ -34,8 +34,9 @@ def read_map(arg: str) -> tuple[str, float]:
         raise UserError(f"{path}: expected a metrics.json object with a numeric 'AP'")
     if name is None:
         model = data.get("model") or {}
-        row = row_for_model(model.get("backbone", ""), float(model.get("width", 1.0)),
-                            bool(model.get("reduced_tail", False)))  # fmt: skip
+        row = row_for_model(
+            model.get("backbone", ""), float(model.get("width", 1.0)), bool(model.get("reduced_tail", False))
+        )
         if row is None:
             raise UserError(f"{path}: its model config matches no Table 6 row; pass ROW={path}")
         name = row.name
@@ -52,17 +53,19 @@ def measure(latency: bool, repeats: int) -> list[dict]:
         cfg = row.model_config()
         model = build_model(cfg).eval()
         x = torch.rand(1, 3, *cfg.image_size)
-        results.append({
-            "row": row.name,
-            "params_m": conv_params(model) / 1e6,
-            "madds_b": multiply_adds(model, x) / 1e9,
-            "paper_params_m": row.paper_params_m,
-            "paper_madds_b": row.paper_madds_b,
-            "latency_ms": latency_ms(model, x, repeats=repeats, threads=1) if latency else None,
-            "paper_latency_ms": row.paper_latency_ms,
-            "map": None,
-            "paper_map": row.paper_map,
-        })  # fmt: skip
+        results.append(
+            {
+                "row": row.name,
+                "params_m": conv_params(model) / 1e6,
+                "madds_b": multiply_adds(model, x) / 1e9,
+                "paper_params_m": row.paper_params_m,
+                "paper_madds_b": row.paper_madds_b,
+                "latency_ms": latency_ms(model, x, repeats=repeats, threads=1) if latency else None,
+                "paper_latency_ms": row.paper_latency_ms,
+                "map": None,
+                "paper_map": row.paper_map,
+            }
+        )
     return results
 
 
@@ -72,18 +75,22 @@ def fmt(value: float | None, spec: str) -> str:
 
 def print_table(rows: list[dict]) -> None:
     ref = next(r for r in rows if r["row"] == REFERENCE_ROW)
-    head = (f"{'row':<13}{'mAP':>6}{'paper':>7}{'params M':>10}{'paper':>7}{'d%':>6}{'MAdds B':>9}{'paper':>7}"
-            f"{'d%':>6}{'ms CPU':>8}{'/V3†':>6}{'ms Pixel1':>10}{'/V3†':>6}")  # fmt: skip
+    head = (
+        f"{'row':<13}{'mAP':>6}{'paper':>7}{'params M':>10}{'paper':>7}{'d%':>6}{'MAdds B':>9}{'paper':>7}"
+        f"{'d%':>6}{'ms CPU':>8}{'/V3†':>6}{'ms Pixel1':>10}{'/V3†':>6}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         d_params = 100 * (r["params_m"] / r["paper_params_m"] - 1)
         d_madds = 100 * (r["madds_b"] / r["paper_madds_b"] - 1)
         ratio = r["latency_ms"] / ref["latency_ms"] if r["latency_ms"] is not None else None
-        print(f"{r['row']:<13}{fmt(r['map'], '.1f'):>6}{r['paper_map']:>7.1f}{r['params_m']:>10.3f}"
-              f"{r['paper_params_m']:>7.2f}{d_params:>+6.1f}{r['madds_b']:>9.3f}{r['paper_madds_b']:>7.2f}"
-              f"{d_madds:>+6.1f}{fmt(r['latency_ms'], '.1f'):>8}{fmt(ratio, '.2f'):>6}"
-              f"{r['paper_latency_ms']:>10.0f}{r['paper_latency_ms'] / ref['paper_latency_ms']:>6.2f}")  # fmt: skip
+        print(
+            f"{r['row']:<13}{fmt(r['map'], '.1f'):>6}{r['paper_map']:>7.1f}{r['params_m']:>10.3f}"
+            f"{r['paper_params_m']:>7.2f}{d_params:>+6.1f}{r['madds_b']:>9.3f}{r['paper_madds_b']:>7.2f}"
+            f"{d_madds:>+6.1f}{fmt(r['latency_ms'], '.1f'):>8}{fmt(ratio, '.2f'):>6}"
+            f"{r['paper_latency_ms']:>10.0f}{r['paper_latency_ms'] / ref['paper_latency_ms']:>6.2f}"
+        )
     print("params: conv weights + biases, BatchNorm not counted, 91 class slots; MAdds: convolutions at 320x320")
 
 

@@ -67,9 +67,7 @@ class InvertedResidualNet(nn.Module):
         self.specs = list(blocks)
         self.stem = ConvBNAct(3, stem_ch, 3, 2, act=stem_act, **bn)
         self.blocks = nn.ModuleList(
-            InvertedResidual(
-                s.in_ch, s.exp_ch, s.out_ch, s.kernel, s.stride, s.act, s.se_ch, se_gate, s.residual, **bn
-            )
+            InvertedResidual(s.in_ch, s.exp_ch, s.out_ch, s.kernel, s.stride, s.act, s.se_ch, se_gate, s.residual, **bn)
             for s in blocks
         )
         self.last_conv = ConvBNAct(blocks[-1].out_ch, last_ch, 1, act=last_act, **bn)

@@ -55,7 +55,13 @@ def mnasnet_a1_backbone(
             se = max(1, int(in_ch * SE_RATIO)) if stage.se else 0
             specs.append(
                 BlockSpec(
-                    in_ch, in_ch * stage.expansion, out, stage.kernel, stage.stride if i == 0 else 1, "RE", se,
+                    in_ch,
+                    in_ch * stage.expansion,
+                    out,
+                    stage.kernel,
+                    stage.stride if i == 0 else 1,
+                    "RE",
+                    se,
                     residual=stage.expansion > 1,
                 )
             )

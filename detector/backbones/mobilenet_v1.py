@@ -12,10 +12,20 @@ from detector.layers import BN_EPS, BN_MOMENTUM, ConvBNAct, make_divisible
 
 # (output channels, stride) of the 13 depthwise-separable layers after the 32-filter 3x3 stem.
 LAYERS = (
-    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1),  # layer 11 is C4
-    (1024, 2), (1024, 1),  # layer 13 is C5
-)  # fmt: skip
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),  # layer 11 is C4
+    (1024, 2),
+    (1024, 1),  # layer 13 is C5
+)
 STEM = 32
 C4_LAYER = 11
 
@@ -23,8 +33,9 @@ C4_LAYER = 11
 class DepthwiseSeparable(nn.Sequential):
     def __init__(self, in_ch: int, out_ch: int, stride: int, bn_eps: float, bn_momentum: float) -> None:
         super().__init__()
-        self.depthwise = ConvBNAct(in_ch, in_ch, 3, stride, groups=in_ch, act="RE6", bn_eps=bn_eps,
-                                   bn_momentum=bn_momentum)  # fmt: skip
+        self.depthwise = ConvBNAct(
+            in_ch, in_ch, 3, stride, groups=in_ch, act="RE6", bn_eps=bn_eps, bn_momentum=bn_momentum
+        )
         self.pointwise = ConvBNAct(in_ch, out_ch, 1, act="RE6", bn_eps=bn_eps, bn_momentum=bn_momentum)
         self.out_channels = out_ch
 
@@ -32,9 +43,7 @@ class DepthwiseSeparable(nn.Sequential):
 class MobileNetV1(nn.Module):
     """Detection backbone: ``forward_taps`` (N, 3, H, W) -> (C4 (N, 512w, H/16, W/16), C5 (N, 1024w, H/32, W/32))."""
 
-    def __init__(
-        self, width: float = 1.0, bn_eps: float = BN_EPS, bn_momentum: float = BN_MOMENTUM
-    ) -> None:
+    def __init__(self, width: float = 1.0, bn_eps: float = BN_EPS, bn_momentum: float = BN_MOMENTUM) -> None:
         super().__init__()
 
         def scale(c: float) -> int:

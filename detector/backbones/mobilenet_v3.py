@@ -116,7 +116,15 @@ def mobilenet_v3(
         hidden = make_divisible((hidden // 2 if reduced_tail else hidden) * width)
         classifier = ClassifierSpec(hidden, "HS", dropout, num_classes)
     return InvertedResidualNet(
-        make_divisible(STEM_CHANNELS * width), "HS", specs, last, "HS", c4_block, classifier, "hsigmoid", bn_eps,
+        make_divisible(STEM_CHANNELS * width),
+        "HS",
+        specs,
+        last,
+        "HS",
+        c4_block,
+        classifier,
+        "hsigmoid",
+        bn_eps,
         bn_momentum,
     )
 

@@ -16,8 +16,9 @@ DEFAULT_CLAMP = math.log(1000.0 / 16)
 
 
 class BoxCoder:
-    def __init__(self, weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0),
-                 clamp: float = DEFAULT_CLAMP) -> None:  # fmt: skip
+    def __init__(
+        self, weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0), clamp: float = DEFAULT_CLAMP
+    ) -> None:
         self.weights = weights
         self.clamp = clamp
 

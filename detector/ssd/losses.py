@@ -43,8 +43,14 @@ class FocalLoss:
     negative ones, gamma 2, background encoded as all-zeros over every slot) plus Smooth L1 (delta 1) on the
     codes divided by the code size (4); both summed and divided by the number of matched anchors."""
 
-    def __init__(self, alpha: float = 0.75, gamma: float = 2.0, iou_threshold: float = 0.5,
-                 box_weight: float = 1.0, cls_weight: float = 1.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        alpha: float = 0.75,
+        gamma: float = 2.0,
+        iou_threshold: float = 0.5,
+        box_weight: float = 1.0,
+        cls_weight: float = 1.0,
+    ) -> None:
         self.alpha, self.gamma = alpha, gamma
         self.box_weight, self.cls_weight = box_weight, cls_weight
         self.matcher, self.coder = Matcher(iou_threshold), BoxCoder()
@@ -75,9 +81,9 @@ class HardNegativeSoftmaxLoss:
         positive = labels > 0
         num_pos = max(1, int(positive.sum()))
         box = F.smooth_l1_loss(box_regression[positive], codes[positive], reduction="sum", beta=1.0) / num_pos
-        ce = F.cross_entropy(
-            class_logits.flatten(0, 1), labels.clamp(min=0).flatten(), reduction="none"
-        ).view_as(labels)
+        ce = F.cross_entropy(class_logits.flatten(0, 1), labels.clamp(min=0).flatten(), reduction="none").view_as(
+            labels
+        )
         # Hard negatives: the highest-loss background anchors, neg_to_pos per positive of the same image.
         negative_loss = ce.masked_fill(labels != 0, -float("inf"))
         order = negative_loss.argsort(dim=1, descending=True)

@@ -30,8 +30,9 @@ class ExtraLayer(nn.Sequential):
 class Predictor(nn.Sequential):
     """3x3 depthwise + BN + ReLU6, then a 1x1 conv with bias to ``anchors * values`` channels."""
 
-    def __init__(self, in_ch: int, anchors: int, values: int, bn_eps: float = BN_EPS,
-                 bn_momentum: float = BN_MOMENTUM) -> None:  # fmt: skip
+    def __init__(
+        self, in_ch: int, anchors: int, values: int, bn_eps: float = BN_EPS, bn_momentum: float = BN_MOMENTUM
+    ) -> None:
         super().__init__(
             ConvBNAct(in_ch, in_ch, 3, groups=in_ch, act="RE6", bn_eps=bn_eps, bn_momentum=bn_momentum),
             nn.Conv2d(in_ch, anchors * values, 1),

@@ -26,8 +26,15 @@ class PostProcessor:
         max_detections: detections kept per image.
     """
 
-    def __init__(self, score_fn: str = "sigmoid", score_thresh: float = 1e-8, nms_thresh: float = 0.6,
-                 topk_per_class: int = 100, max_detections: int = 100, coder: BoxCoder | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        score_fn: str = "sigmoid",
+        score_thresh: float = 1e-8,
+        nms_thresh: float = 0.6,
+        topk_per_class: int = 100,
+        max_detections: int = 100,
+        coder: BoxCoder | None = None,
+    ) -> None:
         if score_fn not in ("sigmoid", "softmax"):
             raise ValueError(f"unknown score_fn {score_fn!r}; expected 'sigmoid' or 'softmax'")
         self.score_fn = score_fn
@@ -45,8 +52,15 @@ class PostProcessor:
         """(N, A, 4) codes -> (N, A, 4) xyxy boxes in input pixels, clipped to the input."""
         boxes = self.coder.decode(box_regression, anchors)
         h, w = input_size
-        return torch.stack([boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h),
-                            boxes[..., 2].clamp(0, w), boxes[..., 3].clamp(0, h)], -1)  # fmt: skip
+        return torch.stack(
+            [
+                boxes[..., 0].clamp(0, w),
+                boxes[..., 1].clamp(0, h),
+                boxes[..., 2].clamp(0, w),
+                boxes[..., 3].clamp(0, h),
+            ],
+            -1,
+        )
 
     def __call__(
         self,

@@ -1,0 +1,87 @@
+"""Checkpoints: written atomically (temp file, fsync, rename), read with ``torch.load(weights_only=True)``.
+
+A checkpoint is a dict of plain data and tensors:
+    format: "detector-checkpoint", version: 1,
+    model: state dict, config: the resolved Config as nested dicts,
+    categories: list of {"id": dataset category id, "name": str}, one per foreground class, in label order
+    (label k of the model, 1-based, is categories[k - 1]); training adds optimizer, scheduler, ... entries.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from detector import config as config_mod
+from detector.errors import UserError
+
+FORMAT, VERSION = "detector-checkpoint", 1
+
+
+def save(path: str | Path, payload: dict) -> None:
+    """Write ``payload`` to ``path`` so that a crash at any moment leaves either the old or the new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_state_file(path: str | Path) -> dict:
+    """``torch.load(path, weights_only=True)`` with a one-line error for missing, corrupt or unsafe files."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UserError(
+            f"{path}: refused: the file holds Python objects beyond tensors and plain data, which could run code "
+            f"when loaded ({str(exc).splitlines()[0][:200]})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise UserError(f"{path}: not a readable checkpoint (truncated or corrupted?): {str(exc)[:200]}") from None
+
+
+def load(path: str | Path) -> dict:
+    """A checkpoint of ours, checked for its format and required entries."""
+    ckpt = load_state_file(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"{path}: not a detector checkpoint (use tools/convert_torchvision.py for torchvision weights)")
+    for key in ("model", "config", "categories"):
+        if key not in ckpt:
+            raise UserError(f"{path}: checkpoint has no {key!r} entry")
+    return ckpt
+
+
+def load_detector(path: str | Path):
+    """(model in eval mode, post-processor, categories, Config) from a checkpoint alone."""
+    from detector.build import build_model, build_postprocessor
+
+    ckpt = load(path)
+    cfg = config_mod.from_dict(ckpt["config"])
+    model = build_model(cfg.model, init=False)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not fit the model its config describes: {str(exc)[:300]}") from None
+    model.eval()
+    return model, build_postprocessor(cfg.postprocess, cfg.loss), ckpt["categories"], cfg

@@ -1,0 +1,75 @@
+import torch
+from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+
+from detector.checkpoint import load_detector
+
+from .conftest import run_tool
+
+
+def _random_torchvision_detector() -> torch.nn.Module:
+    tv = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
+    for m in tv.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    for m in tv.head.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.weight.data.normal_(0, 0.3)  # spread the scores so that detections are not decided by ties
+    return tv
+
+
+def test_converted_checkpoint_gives_torchvisions_detections(tmp_path):
+    tv = _random_torchvision_detector()
+    state_file, out = tmp_path / "tv.pt", tmp_path / "ours.pt"
+    torch.save(tv.state_dict(), state_file)
+    result = run_tool("tools/convert_torchvision.py", "--state-dict", str(state_file), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    model, post, categories, cfg = load_detector(out)
+    assert (cfg.model.layout, post.score_thresh, post.nms_thresh, post.topk_per_class, post.max_detections) == (
+        "torchvision",
+        0.001,
+        0.55,
+        300,
+        300,
+    )
+    assert len(categories) == 90 and categories[0] == {"id": 1, "name": "person"} and categories[89]["id"] == 90
+    # float64 on both sides: with float32, equal scores (ties) make the order of NMS implementation-defined.
+    tv, model = tv.double(), model.double()
+    images = [torch.rand(3, 320, 320, dtype=torch.float64), torch.rand(3, 240, 400, dtype=torch.float64)]
+    with torch.no_grad():
+        expected = tv(images)
+        resized = torch.cat(
+            [
+                torch.nn.functional.interpolate(im[None], size=(320, 320), mode="bilinear", align_corners=False)
+                for im in images
+            ]
+        )
+        got = post(*model(resized), model.anchors, (320, 320), [im.shape[1:] for im in images])
+    for e, g in zip(expected, got):
+        assert len(e["scores"]) == len(g["scores"]) == 300
+        assert torch.equal(e["labels"], g["labels"])
+        torch.testing.assert_close(g["scores"], e["scores"], rtol=0, atol=1e-9)
+        torch.testing.assert_close(g["boxes"], e["boxes"], rtol=0, atol=1e-3)  # anchors are float32 here
+
+
+def test_bad_state_dict_is_a_clean_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save({"foo.weight": torch.zeros(3)}, bad)
+    result = run_tool("tools/convert_torchvision.py", "--state-dict", str(bad), "--out", str(tmp_path / "o.pt"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "foo.weight" in result.stderr
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_offline_without_state_dict_is_a_clean_error(tmp_path):
+    env = {
+        "TORCH_HOME": str(tmp_path / "empty-cache"),
+        "PATH": "/usr/bin:/bin",
+        "no_proxy": "",
+        "https_proxy": "http://127.0.0.1:9",
+        "http_proxy": "http://127.0.0.1:9",
+    }
+    result = run_tool("tools/convert_torchvision.py", "--out", str(tmp_path / "o.pt"), env=env, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--state-dict" in result.stderr

@@ -1,0 +1,68 @@
+import pytest
+import torch
+from torchvision.ops import nms
+
+from detector.ssd.postprocess import PostProcessor
+
+
+def per_class_loop(boxes, scores, thresh, iou, topk, max_det):
+    """The straightforward reference: class by class, threshold, top-k, NMS; then the best max_det overall."""
+    kept_boxes, kept_scores, kept_labels = [], [], []
+    for c in range(scores.shape[1]):
+        s = scores[:, c]
+        mask = s > thresh
+        s, b = s[mask], boxes[mask]
+        s, order = s.topk(min(topk, s.numel()))
+        b = b[order]
+        keep = nms(b, s, iou)
+        kept_boxes.append(b[keep])
+        kept_scores.append(s[keep])
+        kept_labels.append(torch.full((len(keep),), c + 1, dtype=torch.int64))
+    b, s, lab = torch.cat(kept_boxes), torch.cat(kept_scores), torch.cat(kept_labels)
+    order = s.argsort(descending=True)[:max_det]
+    return b[order], s[order], lab[order]
+
+
+def _random_case(anchors: int, classes: int):
+    # float64 scores: float32 uniforms tie often enough over 10^5 values to make the order ambiguous
+    xy = torch.rand(anchors, 2, dtype=torch.float64) * 280
+    boxes = torch.cat([xy, xy + torch.rand(anchors, 2, dtype=torch.float64) * 60 + 4], 1)
+    return boxes, torch.rand(anchors, classes, dtype=torch.float64) ** 3
+
+
+@pytest.mark.parametrize(
+    "thresh,iou,topk,max_det",
+    [(0.001, 0.55, 300, 300), (1e-8, 0.6, 100, 100), (0.5, 0.5, 20, 1000), (0.99, 0.6, 100, 100)],
+)
+def test_equals_a_per_class_loop(thresh, iou, topk, max_det):
+    post = PostProcessor("sigmoid", thresh, iou, topk, max_det)
+    for _ in range(3):
+        boxes, scores = _random_case(2034, 90)
+        got = post.select(boxes, scores)
+        b, s, lab = per_class_loop(boxes, scores, thresh, iou, topk, max_det)
+        assert torch.equal(got["scores"], s)
+        assert torch.equal(got["labels"], lab)
+        assert torch.equal(got["boxes"], b)
+
+
+def test_nothing_above_threshold_gives_empty_results():
+    post = PostProcessor("sigmoid", 0.5, 0.6, 100, 100)
+    out = post(
+        torch.zeros(2, 10, 4), torch.full((2, 10, 5), -20.0), torch.rand(10, 4) + torch.tensor([0, 0, 2, 2]), (32, 32)
+    )
+    assert [len(o["scores"]) for o in out] == [0, 0]
+    assert out[0]["boxes"].shape == (0, 4) and out[0]["labels"].dtype == torch.int64
+
+
+def test_softmax_drops_the_background_slot_and_boxes_scale_to_the_image():
+    anchors = torch.tensor([[0.0, 0.0, 16.0, 16.0], [16.0, 16.0, 32.0, 32.0]])
+    logits = torch.tensor([[[5.0, 0.0, 0.0], [0.0, 5.0, 0.0]]])  # anchor 0 is background, 1 is class 1
+    out = PostProcessor("softmax", 0.5, 0.5, 10, 10)(torch.zeros(1, 2, 4), logits, anchors, (32, 32), [(64, 320)])
+    assert out[0]["labels"].tolist() == [1]
+    torch.testing.assert_close(out[0]["boxes"], torch.tensor([[160.0, 32.0, 320.0, 64.0]]))
+
+
+def test_boxes_are_clipped_to_the_input():
+    anchors = torch.tensor([[-10.0, -10.0, 50.0, 50.0]])
+    out = PostProcessor("sigmoid", 0.0, 0.5, 10, 10)(torch.zeros(1, 1, 4), torch.ones(1, 1, 2), anchors, (32, 40))
+    torch.testing.assert_close(out[0]["boxes"], torch.tensor([[0.0, 0.0, 40.0, 32.0]]))
