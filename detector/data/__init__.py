@@ -1,0 +1,1 @@
+"""Data: image decoding, COCO-format datasets, augmentation, batching and the synthetic demo dataset."""

@@ -1,0 +1,53 @@
+"""Image decoding and the model's pre-processing.
+
+Images are handled as (H, W, 3) uint8 RGB numpy arrays. OpenCV decodes them: EXIF orientation is applied,
+grayscale, palette and RGBA images become RGB, 16-bit images are scaled to 8 bits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from detector.errors import UserError
+
+
+def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Encoded image bytes -> (H, W, 3) uint8 RGB. Raises UserError naming ``name`` when undecodable."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None  # IMREAD_COLOR applies EXIF orientation
+    if img is None or img.size == 0:
+        raise UserError(f"{name}: not a decodable image ({len(data)} bytes)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 RGB; a missing or unreadable file is a UserError."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read image: {exc.strerror}") from None
+    return decode_image(data, str(path))
+
+
+def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Plain (aspect-ratio-changing) bilinear resize to ``size`` = (H, W), as the paper's fixed 320x320 input."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def to_tensor(images: list[np.ndarray] | np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB arrays of one size -> (N, 3, H, W) float32 in [0, 1], the model's input."""
+    batch = np.stack(images) if isinstance(images, list) else images[None]
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def preprocess(images: list[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
+    """Decoded frames of any sizes -> (N, 3, H, W) float32 model input of ``size`` = (H, W)."""
+    return to_tensor([resize_rgb(im, size) for im in images])
