@@ -56,10 +56,49 @@ class PostprocessConfig:
 
 
 @dataclass
+class DataConfig:
+    # Either data_root with the COCO 2017 layout, or the four explicit paths (they win over data_root).
+    data_root: str = ""
+    train_json: str = ""
+    train_images: str = ""
+    val_json: str = ""
+    val_images: str = ""
+    # Augmentation steps in order, from: photometric, zoom_out, ssd_crop (TF), iou_crop (torchvision), hflip.
+    augment: list[str] = field(default_factory=lambda: ["hflip", "ssd_crop"])
+    zoom_out_max: float = 4.0
+    workers: int = 2
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 32  # global: split over the processes, so the recipe means the same on 1 or N
+    lr: float = 0.4  # for the global batch
+    momentum: float = 0.9
+    weight_decay: float = 4e-5  # on convolution weights only
+    warmup_iters: int = 2000
+    warmup_factor: float = 0.13333 / 0.4  # warmup starts at lr * warmup_factor (TF: 0.13333 -> 0.4)
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
+    clip_grad_norm: float = 0.0  # 0: off
+    amp: bool = True  # mixed precision, on CUDA only
+    channels_last: bool = True
+    ema: bool = False
+    ema_decay: float = 0.9998
+    sync_bn: bool = False  # CUDA only
+    freeze_bn: bool = False  # BatchNorm in inference mode (fine-tuning with small batches)
+    seed: int = 0
+    eval_every: int = 1  # epochs; 0: only at the end
+    max_bad_steps: int = 20  # consecutive non-finite losses before training stops
+    log_every: int = 20  # iterations between TensorBoard points
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def _check_type(key: str, value: object, hint: object) -> object:
@@ -148,3 +187,8 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         return from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+
+
+def dump_yaml(cfg: Config) -> str:
+    """The resolved config as a complete YAML recipe."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -38,7 +38,22 @@ def match_targets(
     return torch.stack(labels), torch.stack(codes), torch.stack(matches)
 
 
-class FocalLoss:
+class _SSDLoss:
+    """Matching shared by both losses; subclasses implement ``compute``."""
+
+    def __init__(self, iou_threshold: float) -> None:
+        self.matcher, self.coder = Matcher(iou_threshold), BoxCoder()
+
+    def match(self, targets: list[dict], anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-anchor labels (N, A) int64 (0 background, -1 ignored) and box codes (N, A, 4)."""
+        labels, codes, _ = match_targets(targets, anchors, self.matcher, self.coder)
+        return labels, codes
+
+    def __call__(self, box_regression, class_logits, anchors, targets) -> dict[str, torch.Tensor]:
+        return self.compute(box_regression, class_logits, *self.match(targets, anchors))
+
+
+class FocalLoss(_SSDLoss):
     """The paper's loss (TF config): sigmoid focal classification (alpha 0.75 on positive entries, 0.25 on
     negative ones, gamma 2, background encoded as all-zeros over every slot) plus Smooth L1 (delta 1) on the
     codes divided by the code size (4); both summed and divided by the number of matched anchors."""
@@ -51,14 +66,15 @@ class FocalLoss:
         box_weight: float = 1.0,
         cls_weight: float = 1.0,
     ) -> None:
+        super().__init__(iou_threshold)
         self.alpha, self.gamma = alpha, gamma
         self.box_weight, self.cls_weight = box_weight, cls_weight
-        self.matcher, self.coder = Matcher(iou_threshold), BoxCoder()
 
-    def __call__(self, box_regression, class_logits, anchors, targets) -> dict[str, torch.Tensor]:
-        labels, codes, _ = match_targets(targets, anchors, self.matcher, self.coder)
+    def compute(self, box_regression, class_logits, labels, codes, normalizer: float | None = None):
+        """Losses given matched targets. ``normalizer`` replaces the local number of matched anchors (with
+        several processes: the global count divided by the number of processes)."""
         positive = labels > 0
-        num_pos = max(1, int(positive.sum()))
+        num_pos = normalizer if normalizer is not None else max(1, int(positive.sum()))
         valid = labels >= 0
         onehot = F.one_hot(labels.clamp(min=0), class_logits.shape[-1]).to(class_logits.dtype)
         onehot[..., 0] = 0  # background is all-zeros, the background slot is never a positive
@@ -68,18 +84,18 @@ class FocalLoss:
         return {"box": box, "cls": cls, "total": self.box_weight * box + self.cls_weight * cls}
 
 
-class HardNegativeSoftmaxLoss:
+class HardNegativeSoftmaxLoss(_SSDLoss):
     """torchvision's SSD loss: softmax cross-entropy over all K slots with 3:1 hard negative mining per image,
     plus Smooth L1 (beta 1) summed over the codes; both divided by the number of matched anchors."""
 
     def __init__(self, neg_to_pos: int = 3, iou_threshold: float = 0.5) -> None:
+        super().__init__(iou_threshold)
         self.neg_to_pos = neg_to_pos
-        self.matcher, self.coder = Matcher(iou_threshold), BoxCoder()
 
-    def __call__(self, box_regression, class_logits, anchors, targets) -> dict[str, torch.Tensor]:
-        labels, codes, _ = match_targets(targets, anchors, self.matcher, self.coder)
+    def compute(self, box_regression, class_logits, labels, codes, normalizer: float | None = None):
+        """Losses given matched targets; ``normalizer`` as in ``FocalLoss.compute``."""
         positive = labels > 0
-        num_pos = max(1, int(positive.sum()))
+        num_pos = normalizer if normalizer is not None else max(1, int(positive.sum()))
         box = F.smooth_l1_loss(box_regression[positive], codes[positive], reduction="sum", beta=1.0) / num_pos
         ce = F.cross_entropy(class_logits.flatten(0, 1), labels.clamp(min=0).flatten(), reduction="none").view_as(
             labels

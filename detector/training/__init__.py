@@ -1,0 +1,1 @@
+"""Training: optimiser and schedule, distributed set-up, checkpoint state, the training loop."""

@@ -1,0 +1,56 @@
+"""torch.distributed set-up for torchrun (NCCL on CUDA, gloo on CPU) and the collectives training needs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init(device: str = "auto") -> DistInfo:
+    """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) and join the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    dev = torch.device(f"cuda:{local}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return DistInfo(rank, world, local, dev)
+
+
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    """Sum over processes (no-op with one); returns a new tensor."""
+    value = value.detach().clone()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(value)
+    return value
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

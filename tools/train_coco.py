@@ -1,0 +1,104 @@
+"""Train an SSDLite detector on COCO 2017 or any COCO-format dataset, evaluating with the COCO metrics.
+
+    python tools/train_coco.py --config configs/ssdlite_mobilenet_v3_large_paper.yaml --data-root COCO \
+        --output-dir runs/v3 [--set train.epochs=10 ...]
+    torchrun --nproc_per_node=8 tools/train_coco.py ...       # batch size and lr are global
+    python tools/train_coco.py --resume runs/v3/last.pt       # continues where training stopped
+
+Writes DIR/last.pt and DIR/best.pt (by AP), one JSON line per epoch in DIR/log.jsonl and, when tensorboard
+is installed, its scalars under DIR/tb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from detector import checkpoint, cli, config
+from detector.data.coco_dataset import CocoDetection
+from detector.data.paths import resolve
+from detector.data.transforms import build_transform
+from detector.errors import UserError
+from detector.training import distributed
+from detector.training.state import seed_everything
+from detector.training.trainer import Trainer
+
+log = logging.getLogger("train_coco")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML recipe (configs/*.yaml)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides, e.g. train.lr=0.1")
+    p.add_argument("--output-dir", help="where checkpoints and logs go (default: the resumed run's folder)")
+    p.add_argument("--resume", help="a last.pt to continue from (its config is used; --set still applies)")
+    p.add_argument("--data-root", help="folder with annotations/instances_{train,val}2017.json, train2017/, val2017/")
+    for split in ("train", "val"):
+        p.add_argument(f"--{split}-json", help=f"COCO annotation file of the {split} split")
+        p.add_argument(f"--{split}-images", help=f"image folder of the {split} split")
+    p.add_argument("--no-val", action="store_true", help="train without evaluating")
+    p.add_argument(
+        "--stop-after-epoch",
+        type=int,
+        help="stop after this epoch (the lr schedule still spans train.epochs); continue later with --resume",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (each torchrun process takes its GPU)")
+    return p.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    cli.setup_logging()
+    resume = checkpoint.load(args.resume) if args.resume else None
+    overrides = list(args.set)
+    for key in ("data_root", "train_json", "train_images", "val_json", "val_images"):
+        value = getattr(args, key)
+        if value:
+            overrides.append(f"data.{key}={value}")
+    if resume is not None:
+        cfg = config.from_dict(config.apply_overrides(resume["config"], overrides))
+    else:
+        cfg = config.load(args.config, overrides)
+    out_dir = Path(args.output_dir or (Path(args.resume).parent if args.resume else "runs/train"))
+    dist = distributed.init(args.device)
+    if not dist.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    seed_everything(cfg.train.seed + dist.rank)
+    try:
+        size = (cfg.model.image_size[0], cfg.model.image_size[1])
+        train_json, train_images = resolve(cfg.data, "train")
+        train_set = CocoDetection(
+            train_json, train_images, build_transform(size, cfg.data.augment, cfg.data.zoom_out_max), cfg.train.seed
+        )
+        val_set = None
+        if not args.no_val:
+            val_json, val_images = resolve(cfg.data, "val")
+            val_set = CocoDetection(val_json, val_images, build_transform(size))
+        if cfg.model.num_classes != len(train_set.categories):
+            log.info("model.num_classes set to the dataset's %d categories", len(train_set.categories))
+            cfg.model.num_classes = len(train_set.categories)
+        if resume is not None and resume["categories"] != train_set.categories:
+            raise UserError(f"{args.resume}: its categories differ from the dataset's")
+        if dist.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "config.yaml").write_text(config.dump_yaml(cfg))
+        log.info(
+            "training on %d images (%d classes), %d processes, device %s, output %s",
+            len(train_set),
+            len(train_set.categories),
+            dist.world_size,
+            dist.device,
+            out_dir,
+        )
+        trainer = Trainer(cfg, out_dir, dist, train_set, val_set, resume)
+        metrics = trainer.fit(args.stop_after_epoch)
+        if dist.is_main and metrics:
+            log.info("final AP %.4f AP50 %.4f; checkpoints in %s", metrics["AP"], metrics["AP50"], out_dir)
+    finally:
+        distributed.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
