@@ -61,11 +61,26 @@ def test_table6_json_tool_meets_the_tolerances():
             assert abs(r["madds_b"] / r["paper_madds_b"] - 1) <= 0.03, name
 
 
-def test_v2_params_match_with_the_v2_papers_81_class_slots():
-    # MobileNetV2's paper (where Table 6 takes the V2 row from) counts COCO's 80 classes + background.
+def test_the_two_exceptions_are_the_class_slots():
+    # MobileNetV2's paper (where Table 6 takes the V1 / V2 rows from) counts COCO's 80 classes + background.
     cfg = row_named("V2").model_config()
+    full = conv_params(build_model(cfg))
     cfg.num_classes = 80
+    assert full - conv_params(build_model(cfg)) == 163_530
     assert abs(conv_params(build_model(cfg)) / 4.3e6 - 1) <= 0.03
+    cfg = row_named("V2 0.35").model_config()
+    cfg.num_classes = 80
+    assert abs(multiply_adds(build_model(cfg), torch.zeros(1, 3, 320, 320)) / 0.16e9 - 1) <= 0.03
+
+
+def test_every_recipe_loads_and_builds():
+    from pathlib import Path
+
+    from detector import config
+
+    for path in sorted(Path(__file__).parents[1].glob("configs/*.yaml")):
+        cfg = config.load(path)
+        assert build_model(cfg.model).anchors.shape[0] > 0, path
 
 
 def test_map_column_is_filled_from_metrics(tmp_path):
