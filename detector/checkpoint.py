@@ -23,8 +23,15 @@ from detector.errors import UserError
 FORMAT, VERSION = "detector-checkpoint", 1
 
 
-def save(path: str | Path, payload: dict) -> None:
-    """Write ``payload`` to ``path`` so that a crash at any moment leaves either the old or the new file."""
+def previous_path(path: str | Path) -> Path:
+    """Where ``save(..., keep_previous=True)`` keeps the checkpoint it replaces: last.pt -> last.prev.pt."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save(path: str | Path, payload: dict, keep_previous: bool = False) -> None:
+    """Write ``payload`` to ``path`` so that a crash at any moment leaves a complete file: the new one, or the
+    old one (at ``path``, or with ``keep_previous`` at ``previous_path(path)``, which keeps the one before)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **payload}
@@ -34,6 +41,8 @@ def save(path: str | Path, payload: dict) -> None:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous and path.exists():
+            os.replace(path, previous_path(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -62,8 +71,17 @@ def load_state_file(path: str | Path) -> dict:
 
 
 def load(path: str | Path) -> dict:
-    """A checkpoint of ours, checked for its format and required entries."""
-    ckpt = load_state_file(path)
+    """A checkpoint of ours, checked for its format and required entries. When it is unreadable and an older
+    good one is kept beside it (``previous_path``), the error says so."""
+    try:
+        ckpt = load_state_file(path)
+    except UserError as exc:
+        prev = previous_path(path)
+        if Path(path).is_file() and prev.is_file():
+            raise UserError(
+                f"{exc}; the previous checkpoint {prev} is kept: resume from it with --resume {prev}"
+            ) from None
+        raise
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path}: not a detector checkpoint (use tools/convert_torchvision.py for torchvision weights)")
     for key in ("model", "config", "categories"):

@@ -67,6 +67,7 @@ class DataConfig:
     augment: list[str] = field(default_factory=lambda: ["hflip", "ssd_crop"])
     zoom_out_max: float = 4.0
     workers: int = 2
+    preflight: bool = True  # check every image file before training (missing, empty, unreadable, truncated)
 
 
 @dataclass
@@ -90,6 +91,7 @@ class TrainConfig:
     eval_every: int = 1  # epochs; 0: only at the end
     max_bad_steps: int = 20  # consecutive non-finite losses before training stops
     log_every: int = 20  # iterations between TensorBoard points
+    checkpoint_every: int = 0  # iterations between mid-epoch saves of last.pt (0: at epoch ends only)
 
 
 @dataclass

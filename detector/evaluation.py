@@ -19,23 +19,71 @@ from detector.errors import UserError
 STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
-def load_coco(path: str | Path) -> COCO:
-    """A pycocotools COCO object, with a one-line error for unreadable or malformed files."""
+def read_annotation_json(path: str | Path) -> dict:
+    """The raw annotation dict, with a one-line error for unreadable files or a missing top-level list."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except OSError as exc:
         raise UserError(f"{path}: cannot read annotations: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key) if isinstance(data, dict) else None, list):
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a COCO annotation file: the top level is not an object")
+    for key in ("images", "annotations"):
+        if not isinstance(data.get(key), list):
             raise UserError(f"{path}: not a COCO annotation file: no {key!r} list")
+    if not isinstance(data.get("categories", []), list):
+        raise UserError(f"{path}: 'categories' is not a list")
+    data.setdefault("categories", [])
+    return data
+
+
+def _valid_box(bbox: object) -> bool:
+    return (
+        isinstance(bbox, (list, tuple))
+        and len(bbox) == 4
+        and all(isinstance(v, (int, float)) and np.isfinite(v) for v in bbox)
+        and bbox[2] > 0
+        and bbox[3] > 0
+    )
+
+
+def to_coco(data: dict) -> COCO:
+    """A pycocotools COCO over the usable part of ``data``: records pycocotools cannot index or score
+    (annotations with bad boxes, unknown images or categories) dropped, a missing ``area`` taken as the box
+    area and a missing ``iscrowd`` as 0. A valid file is used as it is, so scores equal any pycocotools run."""
+    images = [i for i in data["images"] if isinstance(i, dict) and "id" in i]
+    image_ids = {i["id"] for i in images}
+    categories = [c for c in data["categories"] if isinstance(c, dict) and "id" in c]
+    cat_ids = {c["id"] for c in categories}
+    anns = []
+    for ann in data["annotations"]:
+        if not isinstance(ann, dict) or ann.get("image_id") not in image_ids or not _valid_box(ann.get("bbox")):
+            continue
+        if ann.get("category_id") not in cat_ids:
+            continue
+        if "area" in ann and "iscrowd" in ann and "id" in ann:
+            anns.append(ann)
+        else:
+            anns.append(
+                {
+                    "iscrowd": 0,
+                    "id": 1_000_000_000 + len(anns),
+                    **ann,
+                    "area": ann.get("area", ann["bbox"][2] * ann["bbox"][3]),
+                }
+            )
     coco = COCO()
-    coco.dataset = data
+    coco.dataset = {**data, "images": images, "annotations": anns, "categories": categories}
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
+
+
+def load_coco(path: str | Path) -> COCO:
+    """``to_coco(read_annotation_json(path))``."""
+    return to_coco(read_annotation_json(path))
 
 
 def evaluate(gt: COCO | str | Path, detections: list[dict], per_class: bool = True) -> dict:
@@ -73,7 +121,12 @@ def to_coco_results(image_id: int, boxes: np.ndarray, scores: np.ndarray, catego
     """xyxy boxes (D, 4) in image pixels -> COCO results records with [x, y, w, h] boxes."""
     records = []
     for (x1, y1, x2, y2), s, c in zip(boxes.tolist(), scores.tolist(), category_ids.tolist()):
-        records.append({"image_id": int(image_id), "category_id": int(c),
-                        "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
-                        "score": round(float(s), 5)})  # fmt: skip
+        records.append(
+            {
+                "image_id": int(image_id),
+                "category_id": int(c),
+                "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+                "score": round(float(s), 5),
+            }
+        )
     return records

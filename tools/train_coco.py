@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import sys
 from pathlib import Path
 
 from detector import checkpoint, cli, config
@@ -22,7 +24,7 @@ from detector.data.transforms import build_transform
 from detector.errors import UserError
 from detector.training import distributed
 from detector.training.state import seed_everything
-from detector.training.trainer import Trainer
+from detector.training.trainer import Trainer, TrainingInterrupted
 
 log = logging.getLogger("train_coco")
 
@@ -32,7 +34,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--config", help="YAML recipe (configs/*.yaml)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides, e.g. train.lr=0.1")
     p.add_argument("--output-dir", help="where checkpoints and logs go (default: the resumed run's folder)")
-    p.add_argument("--resume", help="a last.pt to continue from (its config is used; --set still applies)")
+    p.add_argument(
+        "--resume",
+        help="a last.pt to continue from (its config is used; --set still applies); "
+        "'auto': DIR/last.pt (or DIR/last.prev.pt) when it exists, else start fresh (for torchrun restarts)",
+    )
     p.add_argument("--data-root", help="folder with annotations/instances_{train,val}2017.json, train2017/, val2017/")
     for split in ("train", "val"):
         p.add_argument(f"--{split}-json", help=f"COCO annotation file of the {split} split")
@@ -47,10 +53,29 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def find_resume(args: argparse.Namespace) -> str | None:
+    """--resume PATH, or with 'auto' the newest good checkpoint of --output-dir, or None."""
+    if args.resume != "auto":
+        return args.resume
+    if not args.output_dir:
+        raise UserError("--resume auto needs --output-dir")
+    for name in ("last.pt", "last.prev.pt"):
+        path = Path(args.output_dir) / name
+        if path.is_file():
+            try:
+                checkpoint.load(path)
+            except UserError as exc:
+                log.warning("not resuming from %s: %s", path, exc)
+                continue
+            return str(path)
+    return None
+
+
 def main() -> int:
     args = parse_args()
     cli.setup_logging()
-    resume = checkpoint.load(args.resume) if args.resume else None
+    resume_path = find_resume(args)
+    resume = checkpoint.load(resume_path) if resume_path else None
     overrides = list(args.set)
     for key in ("data_root", "train_json", "train_images", "val_json", "val_images"):
         value = getattr(args, key)
@@ -60,7 +85,7 @@ def main() -> int:
         cfg = config.from_dict(config.apply_overrides(resume["config"], overrides))
     else:
         cfg = config.load(args.config, overrides)
-    out_dir = Path(args.output_dir or (Path(args.resume).parent if args.resume else "runs/train"))
+    out_dir = Path(args.output_dir or (Path(resume_path).parent if resume_path else "runs/train"))
     dist = distributed.init(args.device)
     if not dist.is_main:
         logging.getLogger().setLevel(logging.WARNING)
@@ -74,12 +99,12 @@ def main() -> int:
         val_set = None
         if not args.no_val:
             val_json, val_images = resolve(cfg.data, "val")
-            val_set = CocoDetection(val_json, val_images, build_transform(size))
+            val_set = CocoDetection(val_json, val_images, build_transform(size), preflight=cfg.data.preflight)
         if cfg.model.num_classes != len(train_set.categories):
             log.info("model.num_classes set to the dataset's %d categories", len(train_set.categories))
             cfg.model.num_classes = len(train_set.categories)
         if resume is not None and resume["categories"] != train_set.categories:
-            raise UserError(f"{args.resume}: its categories differ from the dataset's")
+            raise UserError(f"{resume_path}: its categories differ from the dataset's")
         if dist.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "config.yaml").write_text(config.dump_yaml(cfg))
@@ -92,7 +117,22 @@ def main() -> int:
             out_dir,
         )
         trainer = Trainer(cfg, out_dir, dist, train_set, val_set, resume)
-        metrics = trainer.fit(args.stop_after_epoch)
+        received: list[int] = []
+
+        def request_stop(signum, frame):
+            if received and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C stops at once
+            received.append(signum)
+            trainer.stop_requested = True
+            log.warning("%s: saving a checkpoint after this step, then exiting", signal.Signals(signum).name)
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        try:
+            metrics = trainer.fit(args.stop_after_epoch)
+        except TrainingInterrupted as exc:
+            print(str(exc), file=sys.stderr)
+            return 128 + (received[0] if received else signal.SIGINT)
         if dist.is_main and metrics:
             log.info("final AP %.4f AP50 %.4f; checkpoints in %s", metrics["AP"], metrics["AP50"], out_dir)
     finally:

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from detector.data.image_io import read_image
 from detector.data.transforms import apply_transform
 from detector.errors import UserError
-from detector.evaluation import load_coco
+from detector.evaluation import read_annotation_json, to_coco
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +39,37 @@ class ImageRecord:
 
 @dataclass
 class DatasetReport:
-    """What the annotation check found: problem kind -> count, and the first examples of each."""
+    """Every problem found: (kind, where) with ``where`` naming the file and the record."""
 
-    counts: Counter = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
+    problems: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, kind: str, where: str) -> None:
-        self.counts[kind] += 1
-        self.examples.setdefault(kind, [])
-        if len(self.examples[kind]) < 5:
-            self.examples[kind].append(where)
+        self.problems.append((kind, where))
+
+    @property
+    def counts(self) -> Counter:
+        return Counter(kind for kind, _ in self.problems)
+
+    @property
+    def examples(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for kind, where in self.problems:
+            out.setdefault(kind, []).append(where)
+        return out
 
     def log(self, name: str) -> None:
+        examples = self.examples
         for kind, n in sorted(self.counts.items()):
-            log.warning("%s: %d x %s (e.g. %s)", name, n, kind, "; ".join(self.examples[kind]))
+            log.warning("%s: %d x %s (e.g. %s)", name, n, kind, "; ".join(examples[kind][:3]))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _dim(value: object) -> int:
+    """A positive integer image dimension from the JSON, or 0 when absent or unusable."""
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1 else 0
 
 
 def _xyxy(bbox: object, width: int, height: int) -> tuple[np.ndarray | None, str]:
@@ -75,31 +91,43 @@ def _xyxy(bbox: object, width: int, height: int) -> tuple[np.ndarray | None, str
 
 
 def read_coco_records(
-    coco: COCO, ann_file: str | Path, image_dir: str | Path
+    data: dict, ann_file: str | Path, image_dir: str | Path
 ) -> tuple[list[ImageRecord], list[dict], DatasetReport]:
-    """Check a loaded COCO annotation file: (records, categories [{"id", "name"}] in label order, report)."""
+    """Check a raw annotation dict: (records, categories [{"id", "name"}] in label order, report)."""
     ann_file, image_dir = Path(ann_file), Path(image_dir)
     report = DatasetReport()
-    cats = sorted(coco.dataset["categories"], key=lambda c: c["id"])
-    categories = [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in cats]
+    cats = []
+    for c in data["categories"]:
+        if isinstance(c, dict) and _is_int(c.get("id")):
+            cats.append(c)
+        else:
+            report.add("category record without an integer id", f"{ann_file}: {str(c)[:80]}")
+    cats = sorted({c["id"]: c for c in cats}.values(), key=lambda c: c["id"])
+    categories = [{"id": c["id"], "name": str(c.get("name", c["id"]))} for c in cats]
     label_of = {c["id"]: i + 1 for i, c in enumerate(categories)}
     images: dict[int, dict] = {}
-    for img in coco.dataset["images"]:
-        if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
-            report.add("image record without id or file_name", f"{ann_file}: {str(img)[:80]}")
+    for img in data["images"]:
+        if not isinstance(img, dict) or not _is_int(img.get("id")) or not isinstance(img.get("file_name"), str):
+            report.add("image record without an integer id or a file_name", f"{ann_file}: {str(img)[:80]}")
+            continue
+        if img["id"] in images:
+            report.add("duplicate image id (first record kept)", f"{ann_file}: image id {img['id']}")
             continue
         images[img["id"]] = img
     per_image: dict[int, tuple[list, list, list]] = {i: ([], [], []) for i in images}
-    for ann in coco.dataset["annotations"]:
+    for ann in data["annotations"]:
+        if not isinstance(ann, dict):
+            report.add("annotation record is not an object", f"{ann_file}: {str(ann)[:80]}")
+            continue
         where = f"{ann_file}: annotation id {ann.get('id')}"
-        img = images.get(ann.get("image_id"))
+        img = images.get(ann.get("image_id")) if _is_int(ann.get("image_id")) else None
         if img is None:
             report.add("annotation for an image id not in 'images'", where)
             continue
         if ann.get("category_id") not in label_of and not ann.get("iscrowd"):
             report.add("category id not in 'categories'", where)
             continue
-        box, reason = _xyxy(ann.get("bbox"), int(img.get("width", 0) or 1e9), int(img.get("height", 0) or 1e9))
+        box, reason = _xyxy(ann.get("bbox"), _dim(img.get("width")) or 10**9, _dim(img.get("height")) or 10**9)
         if box is None:
             report.add(reason, where)
             continue
@@ -116,8 +144,8 @@ def read_coco_records(
             ImageRecord(
                 image_id=int(image_id),
                 path=image_dir / str(img["file_name"]),
-                width=int(img.get("width", 0) or 0),
-                height=int(img.get("height", 0) or 0),
+                width=_dim(img.get("width")),
+                height=_dim(img.get("height")),
                 boxes=np.array(boxes, np.float32).reshape(-1, 4),
                 labels=np.array(labels, np.int64),
                 crowd=np.array(crowd, np.float32).reshape(-1, 4),
@@ -134,10 +162,24 @@ class CocoDetection(Dataset):
     the next readable one (logged once), so that a bad file does not stop a week-long run.
     """
 
-    def __init__(self, ann_file: str | Path, image_dir: str | Path, transform, seed: int = 0) -> None:
-        self.coco = load_coco(ann_file)
-        self.records, self.categories, self.report = read_coco_records(self.coco, ann_file, image_dir)
+    def __init__(
+        self, ann_file: str | Path, image_dir: str | Path, transform, seed: int = 0, preflight: bool = False
+    ) -> None:
+        data = read_annotation_json(ann_file)
+        self.records, self.categories, self.report = read_coco_records(data, ann_file, image_dir)
+        self.coco = to_coco(data)  # the ground truth for evaluation
+        if preflight:
+            from detector.data.preflight import check_images
+
+            self.records = check_images(self.records, self.report)
         self.report.log(str(ann_file))
+        if self.report.problems:
+            log.warning(
+                "%s: %d problems in all (tools/check_dataset.py lists each); %d usable images",
+                ann_file,
+                len(self.report.problems),
+                len(self.records),
+            )
         if not self.records:
             raise UserError(f"{ann_file}: no usable images")
         self.transform = transform

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from detector import checkpoint
@@ -30,6 +31,7 @@ from detector.evaluation import evaluate
 from detector.predict import predict_coco
 from detector.training import distributed
 from detector.training.optim import build_optimizer, warmup_cosine
+from detector.training.sampler import ResumableSampler
 from detector.training.state import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,21 @@ log = logging.getLogger(__name__)
 
 class TrainingStopped(UserError):
     """Training cannot go on (e.g. a run of non-finite losses); the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(UserError):
+    """SIGINT or SIGTERM: a checkpoint was saved at the next safe point."""
+
+
+def inject_fault(step: int, rank: int) -> None:
+    """Fault injection for the reliability tests: with DETECTOR_FAULT_AT_STEP=N the process of rank
+    DETECTOR_FAULT_RANK (default 1) dies at step N, on torchrun's first attempt only."""
+    at = os.environ.get("DETECTOR_FAULT_AT_STEP")
+    if at is None or step != int(at) or rank != int(os.environ.get("DETECTOR_FAULT_RANK", "1")):
+        return
+    if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
+        log.error("injected fault: rank %d exits at step %d", rank, step)
+        os._exit(17)
 
 
 class Trainer:
@@ -65,9 +82,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.criterion = build_loss(cfg.loss)
         self.post = build_postprocessor(cfg.postprocess, cfg.loss)
-        self.sampler = DistributedSampler(
-            train_set, dist.world_size, dist.rank, shuffle=True, seed=t.seed, drop_last=True
-        )
+        self.sampler = ResumableSampler(train_set, dist.world_size, dist.rank, t.seed)
         self.loader = DataLoader(
             train_set,
             self.local_batch,
@@ -96,8 +111,13 @@ class Trainer:
             else self.model
         )
         self.epoch, self.step, self.best_map, self.bad_steps = 0, 0, -1.0, 0
+        self.epoch_step = 0  # batches done in the current epoch (non-zero only in mid-epoch checkpoints)
+        self.epoch_sums = torch.zeros(6, dtype=torch.float64)  # total, box, cls, steps, skipped, images
+        self.stop_requested = False  # set from a signal handler; acted on after the current step
         if resume is not None:
             self._restore(resume)
+        elif dist.is_main:
+            (self.out_dir / "log.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
 
     # ---------------------------------------------------------------- checkpoints
     def _payload(self) -> dict:
@@ -110,6 +130,8 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "epoch": self.epoch,
+            "epoch_step": self.epoch_step,
+            "epoch_sums": self.epoch_sums.clone(),
             "step": self.step,
             "best_map": self.best_map,
             "rng": rng_state(),
@@ -123,13 +145,16 @@ class Trainer:
         if self.ema is not None and ckpt.get("ema") is not None:
             self.ema.load_state_dict(ckpt["ema"])
         self.epoch, self.step, self.best_map = ckpt["epoch"], ckpt["step"], ckpt["best_map"]
+        self.epoch_step = ckpt.get("epoch_step", 0)
+        self.epoch_sums = ckpt.get("epoch_sums", torch.zeros(6, dtype=torch.float64)).clone()
         set_rng_state(ckpt["rng"])
-        log.info("resumed at epoch %d (step %d)", self.epoch, self.step)
+        log.info("resumed at epoch %d, batch %d (step %d)", self.epoch + 1, self.epoch_step, self.step)
 
     def save(self, name: str, payload: dict | None = None) -> Path:
+        """Main process writes DIR/name atomically; last.pt keeps its predecessor as last.prev.pt."""
         path = self.out_dir / name
         if self.dist.is_main:
-            checkpoint.save(path, payload or self._payload())
+            checkpoint.save(path, payload or self._payload(), keep_previous=name == "last.pt")
         return path
 
     def eval_model(self) -> nn.Module:
@@ -143,7 +168,13 @@ class Trainer:
         metrics: dict = {}
         for epoch in range(self.epoch, min(t.epochs, stop_after or t.epochs)):
             stats = self.train_epoch(epoch)
-            self.epoch = epoch + 1
+            if stats is None:  # interrupted: a mid-epoch checkpoint was saved
+                raise TrainingInterrupted(
+                    f"interrupted: saved {self.out_dir / 'last.pt'} at epoch {epoch + 1}, batch {self.epoch_step}; "
+                    f"continue with --resume {self.out_dir / 'last.pt'}"
+                )
+            self.epoch, self.epoch_step = epoch + 1, 0
+            self.epoch_sums.zero_()
             last = self.epoch == t.epochs
             if self.val_set is not None and ((t.eval_every and self.epoch % t.eval_every == 0) or last):
                 metrics = self.evaluate()
@@ -165,45 +196,66 @@ class Trainer:
             distributed.barrier()
         return metrics
 
-    def train_epoch(self, epoch: int) -> dict:
+    def train_epoch(self, epoch: int) -> dict | None:
+        """One epoch (or its rest, after a mid-epoch resume); None when interrupted by a signal."""
+        t = self.cfg.train
         self.model.train()
-        if self.cfg.train.freeze_bn:
+        if t.freeze_bn:
             for m in self.model.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
         self.sampler.set_epoch(epoch)
+        self.sampler.skip = self.epoch_step * self.local_batch
         self.train_set.set_epoch(epoch)
-        sums = torch.zeros(4, dtype=torch.float64)  # total, box, cls, steps
-        images_seen, skipped, start = 0, 0, time.perf_counter()
+        start = time.perf_counter()
         bar = tqdm(
             self.loader,
-            desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}",
+            desc=f"epoch {epoch + 1}/{t.epochs}",
             disable=not self.dist.is_main,
+            initial=self.epoch_step,
+            total=self.iters_per_epoch,
             dynamic_ncols=True,
         )
+        images_before = float(self.epoch_sums[5])
         for images, targets in bar:
             losses = self.train_step(images, targets)
-            if losses is None:
-                skipped += 1
-            else:
-                sums += torch.tensor([losses["total"], losses["box"], losses["cls"], 1.0], dtype=torch.float64)
-            images_seen += len(images) * self.dist.world_size
-            rate = images_seen / (time.perf_counter() - start)
+            self.epoch_step += 1
+            row = (
+                [0.0, 0.0, 0.0, 0.0, 1.0]
+                if losses is None
+                else [losses["total"], losses["box"], losses["cls"], 1.0, 0.0]
+            )
+            self.epoch_sums += torch.tensor([*row, len(images) * self.dist.world_size], dtype=torch.float64)
+            rate = (float(self.epoch_sums[5]) - images_before) / (time.perf_counter() - start)
             if self.dist.is_main and losses is not None:
                 bar.set_postfix(
                     loss=f"{losses['total']:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.4g}", img_s=f"{rate:.1f}"
                 )
-        steps = max(1.0, float(sums[3]))
+            if self._stop_now():
+                bar.close()
+                self.save("last.pt")
+                return None
+            if t.checkpoint_every and self.step % t.checkpoint_every == 0 and self.epoch_step < self.iters_per_epoch:
+                self.save("last.pt")
+            inject_fault(self.step, self.dist.rank)
+        total, box, cls, steps, skipped, images = self.epoch_sums.tolist()
+        steps = max(1.0, steps)
+        elapsed = time.perf_counter() - start
         return {
             "iters": self.step,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "loss": float(sums[0]) / steps,
-            "box_loss": float(sums[1]) / steps,
-            "cls_loss": float(sums[2]) / steps,
-            "skipped_steps": skipped,
-            "images_per_s": images_seen / (time.perf_counter() - start),
-            "time_s": time.perf_counter() - start,
+            "loss": total / steps,
+            "box_loss": box / steps,
+            "cls_loss": cls / steps,
+            "skipped_steps": int(skipped),
+            "images_per_s": (images - images_before) / elapsed,
+            "time_s": elapsed,
         }
+
+    def _stop_now(self) -> bool:
+        """Whether any process was asked to stop (all processes agree, so they stop at the same step)."""
+        flag = torch.tensor([1.0 if self.stop_requested else 0.0], dtype=torch.float64)
+        return distributed.all_reduce_sum(flag).item() > 0 if self.dist.enabled else self.stop_requested
 
     def train_step(self, images: torch.Tensor, targets: list[dict]) -> dict | None:
         """One SGD step; returns the losses averaged over processes, or None when the step was skipped."""
