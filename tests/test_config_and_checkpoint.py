@@ -81,3 +81,8 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     path.write_bytes(path.read_bytes()[:500])
     with pytest.raises(UserError, match="truncated or corrupted"):
         checkpoint.load(path)
+
+
+def test_exponent_floats_without_a_dot_are_floats():
+    cfg = config.load(None, ["train.lr=1e-3", "train.weight_decay=4e-5"])
+    assert cfg.train.lr == 0.001 and cfg.train.weight_decay == 4e-5

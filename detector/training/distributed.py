@@ -34,7 +34,22 @@ def init(device: str = "auto") -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        backend = "nccl" if use_cuda else "gloo"
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if restart is None:
+            dist.init_process_group(backend)
+        else:
+            # After a torchrun restart the rendezvous keys of the failed attempt are still in the agent's store;
+            # a prefix per attempt keeps the new workers from dialling the dead ones' addresses.
+            store = dist.TCPStore(
+                os.environ["MASTER_ADDR"],
+                int(os.environ["MASTER_PORT"]),
+                world,
+                is_master=os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" and rank == 0,
+            )
+            dist.init_process_group(
+                backend, store=dist.PrefixStore(f"attempt{restart}", store), rank=rank, world_size=world
+            )
     return DistInfo(rank, world, local, dev)
 
 

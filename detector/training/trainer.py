@@ -110,6 +110,9 @@ class Trainer:
             if dist.enabled
             else self.model
         )
+        self.bn_buffers = [
+            b for name, b in self.model.named_buffers() if name.endswith(("running_mean", "running_var"))
+        ]
         self.epoch, self.step, self.best_map, self.bad_steps = 0, 0, -1.0, 0
         self.epoch_step = 0  # batches done in the current epoch (non-zero only in mid-epoch checkpoints)
         self.epoch_sums = torch.zeros(6, dtype=torch.float64)  # total, box, cls, steps, skipped, images
@@ -264,6 +267,8 @@ class Trainer:
         if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in tg.items()} for tg in targets]
+        # A bad batch must not poison BatchNorm's running statistics either: keep them to restore on a skip.
+        bn_buffers = [b.clone() for b in self.bn_buffers]
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
             box, logits = self.ddp(x)
         labels, codes = self.criterion.match(targets, self.model.anchors)
@@ -274,6 +279,8 @@ class Trainer:
         finite = distributed.all_reduce_sum(torch.isfinite(losses["total"]).double().reshape(1)).item()
         self.optimizer.zero_grad(set_to_none=True)
         if finite < self.dist.world_size:
+            for buffer, saved in zip(self.bn_buffers, bn_buffers):
+                buffer.copy_(saved)
             self.bad_steps += 1
             ids = [tg["image_id"] for tg in targets]
             log.warning("non-finite loss at step %d, step skipped; image ids of this batch: %s", self.step, ids)
