@@ -24,25 +24,30 @@ def per_class_loop(boxes, scores, thresh, iou, topk, max_det):
 
 
 def _random_case(anchors: int, classes: int):
-    # float64 scores: float32 uniforms tie often enough over 10^5 values to make the order ambiguous
+    # float64: float32 uniforms tie often enough over 10^5 values to make the order ambiguous
     xy = torch.rand(anchors, 2, dtype=torch.float64) * 280
-    boxes = torch.cat([xy, xy + torch.rand(anchors, 2, dtype=torch.float64) * 60 + 4], 1)
-    return boxes, torch.rand(anchors, classes, dtype=torch.float64) ** 3
+    anchor_boxes = torch.cat([xy, xy + torch.rand(anchors, 2, dtype=torch.float64) * 60 + 4], 1)
+    codes = torch.randn(anchors, 4, dtype=torch.float64)
+    logits = torch.randn(anchors, classes + 1, dtype=torch.float64) * 3 - 2
+    return anchor_boxes, codes, logits
 
 
 @pytest.mark.parametrize(
     "thresh,iou,topk,max_det",
     [(0.001, 0.55, 300, 300), (1e-8, 0.6, 100, 100), (0.5, 0.5, 20, 1000), (0.99, 0.6, 100, 100)],
 )
-def test_equals_a_per_class_loop(thresh, iou, topk, max_det):
-    post = PostProcessor("sigmoid", thresh, iou, topk, max_det)
+@pytest.mark.parametrize("score_fn", ["sigmoid", "softmax"])
+def test_equals_a_per_class_loop(thresh, iou, topk, max_det, score_fn):
+    post = PostProcessor(score_fn, thresh, iou, topk, max_det)
     for _ in range(3):
-        boxes, scores = _random_case(2034, 90)
-        got = post.select(boxes, scores)
+        anchors, codes, logits = _random_case(2034, 90)
+        boxes = post.boxes(codes, anchors, (320, 320))
+        scores = post.scores(logits)
         b, s, lab = per_class_loop(boxes, scores, thresh, iou, topk, max_det)
-        assert torch.equal(got["scores"], s)
-        assert torch.equal(got["labels"], lab)
-        assert torch.equal(got["boxes"], b)
+        for got in (post.select(codes, logits, anchors, (320, 320)), post.select_boxes(boxes, scores)):
+            assert torch.equal(got["scores"], s)
+            assert torch.equal(got["labels"], lab)
+            assert torch.equal(got["boxes"], b)
 
 
 def test_nothing_above_threshold_gives_empty_results():

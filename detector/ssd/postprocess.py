@@ -1,10 +1,11 @@
 """Post-processing: decode, score threshold, per-class top-k, per-class NMS, total limit.
 
 Vectorised over classes: one ``topk`` over the flattened (anchor, class) scores and one coordinate-offset
-``torchvision.ops.nms`` call per image, no Python loop over classes. Greedy NMS decides a box only from the
-boxes scored above it, so NMS over the M best candidates gives exactly the first survivors of NMS over all;
-M starts at a few times the detection limit and doubles until enough boxes survive or all are in. The result
-equals the straightforward loop (threshold, top-k and NMS class by class, then the best ``max_detections``).
+``torchvision.ops.nms`` call per image, no Python loop over classes; only the candidates' boxes are decoded.
+Greedy NMS decides a box only from the boxes scored above it, so NMS over the M best candidates gives exactly
+the first survivors of NMS over all; M starts at twice the detection limit and doubles until enough boxes
+survive or all are in. The result equals the straightforward loop (threshold, top-k and NMS class by class,
+then the best ``max_detections``).
 """
 
 from __future__ import annotations
@@ -73,41 +74,59 @@ class PostProcessor:
         """Detections per image: ``boxes`` (D, 4) float32 xyxy, ``scores`` (D,), ``labels`` (D,) int64 in
         1..num_classes, best first. Boxes are in pixels of ``image_sizes[i]`` = (H, W) of each original image
         (the input is a plain resize of it), or of the model input when ``image_sizes`` is None."""
-        boxes = self.boxes(box_regression, anchors, input_size)
-        scores = self.scores(class_logits)
         results = []
-        for i in range(boxes.shape[0]):
-            det = self.select(boxes[i], scores[i])
+        for i in range(box_regression.shape[0]):
+            det = self.select(box_regression[i], class_logits[i], anchors, input_size)
             if image_sizes is not None:
                 (h, w), (in_h, in_w) = image_sizes[i], input_size
                 det["boxes"] = det["boxes"] * det["boxes"].new_tensor([w / in_w, h / in_h, w / in_w, h / in_h])
             results.append(det)
         return results
 
-    def select(self, boxes: torch.Tensor, scores: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One image: boxes (A, 4), scores (A, C) -> the kept detections (labels 1..C)."""
-        num_classes = scores.shape[1]
-        flat = scores.flatten()
-        total = int((flat > self.score_thresh).sum())
-        m = min(total, max(4 * self.max_detections, 1024))
+    def select(
+        self, codes: torch.Tensor, logits: torch.Tensor, anchors: torch.Tensor, input_size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
+        """One image from raw outputs: codes (A, 4), logits (A, K), anchors (A, 4) -> detections (labels 1..K-1).
+
+        Candidates are ranked without computing every score where the score function allows it (sigmoid is
+        monotonic: logits rank as scores do); only the candidates' boxes are decoded.
+        """
+        ranked = logits.softmax(-1) if self.score_fn == "softmax" else logits.clone()
+        ranked[:, 0] = -float("inf")  # the background slot is never a detection
+        to_scores = (lambda v: v) if self.score_fn == "softmax" else torch.sigmoid
+        return self._select(
+            ranked.view(-1), logits.shape[1], 0, to_scores, lambda a: self.boxes(codes[a], anchors[a], input_size)
+        )
+
+    def select_boxes(self, boxes: torch.Tensor, scores: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One image from decoded outputs (e.g. an exported graph): boxes (A, 4) xyxy, foreground scores (A, C)."""
+        return self._select(scores.reshape(-1), scores.shape[1], 1, lambda v: v, lambda a: boxes[a])
+
+    def _select(self, flat: torch.Tensor, num_cols: int, label_offset: int, to_scores, boxes_of) -> dict:
+        """Threshold, per-class top-k and NMS over ``flat`` = (A * num_cols,) values ranked like the scores;
+        column c is label c + label_offset; ``boxes_of(anchor indices)`` gives their boxes."""
+        m = min(flat.numel(), max(2 * self.max_detections, 512))
         while True:
-            top_scores, top_idx = flat.topk(m)  # sorted, best first
-            anchor, cls = top_idx // num_classes, top_idx % num_classes
+            values, idx = flat.topk(m)  # sorted, best first
+            scores = to_scores(values)
+            valid = int((scores > self.score_thresh).sum())  # a prefix: scores are sorted
+            exhausted = valid < m or m == flat.numel()
+            anchor, cls = idx[:valid] // num_cols, idx[:valid] % num_cols + label_offset
             # Rank of each candidate within its class (among the m best = among all, since sorted).
             order = torch.sort(cls, stable=True).indices
             sorted_cls = cls[order]
-            first = torch.searchsorted(sorted_cls, sorted_cls, right=False)
             rank = torch.empty_like(order)
-            rank[order] = torch.arange(m, device=order.device) - first
+            rank[order] = torch.arange(valid, device=order.device) - torch.searchsorted(sorted_cls, sorted_cls)
             keep = rank < self.topk_per_class
-            cand_boxes, cand_scores, cand_cls = boxes[anchor[keep]], top_scores[keep], cls[keep]
+            cand_scores, cand_cls = scores[:valid][keep], cls[keep]
+            cand_boxes = boxes_of(anchor[keep])
             # One NMS over all classes: offset each class's boxes so that classes never overlap.
-            # float64 keeps the IoUs of the offset boxes as exact as those of the plain float32 ones.
+            # float64 keeps the IoUs of the offset boxes as exact as those of the plain boxes.
             shifted = cand_boxes.double()
             shifted = shifted + cand_cls.double()[:, None] * (shifted.max() + 1 if shifted.numel() else 1)
             kept = nms(shifted, cand_scores.double(), self.nms_thresh)
-            if kept.numel() >= self.max_detections or m == total:
+            if kept.numel() >= self.max_detections or exhausted:
                 break
-            m = min(total, 2 * m)
+            m = min(flat.numel(), 2 * m)
         kept = kept[: self.max_detections]
-        return {"boxes": cand_boxes[kept], "scores": cand_scores[kept], "labels": cand_cls[kept] + 1}
+        return {"boxes": cand_boxes[kept], "scores": cand_scores[kept], "labels": cand_cls[kept]}

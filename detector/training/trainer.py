@@ -45,6 +45,15 @@ class TrainingInterrupted(UserError):
     """SIGINT or SIGTERM: a checkpoint was saved at the next safe point."""
 
 
+def _tensorboard(folder: Path):
+    """A SummaryWriter when tensorboard is installed, else None (it is optional)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder))
+
+
 def inject_fault(step: int, rank: int) -> None:
     """Fault injection for the reliability tests: with DETECTOR_FAULT_AT_STEP=N the process of rank
     DETECTOR_FAULT_RANK (default 1) dies at step N, on torchrun's first attempt only."""
@@ -117,6 +126,7 @@ class Trainer:
         self.epoch_step = 0  # batches done in the current epoch (non-zero only in mid-epoch checkpoints)
         self.epoch_sums = torch.zeros(6, dtype=torch.float64)  # total, box, cls, steps, skipped, images
         self.stop_requested = False  # set from a signal handler; acted on after the current step
+        self.tb = _tensorboard(self.out_dir / "tb") if dist.is_main else None
         if resume is not None:
             self._restore(resume)
         elif dist.is_main:
@@ -191,6 +201,10 @@ class Trainer:
             if self.dist.is_main:
                 with open(self.out_dir / "log.jsonl", "a") as f:
                     f.write(json.dumps({"epoch": self.epoch, **stats}) + "\n")
+                if self.tb is not None:
+                    for key, value in stats.items():
+                        self.tb.add_scalar(f"epoch/{key}", value, self.epoch)
+                    self.tb.flush()
                 log.info(
                     "epoch %d: %s",
                     self.epoch,
@@ -305,6 +319,10 @@ class Trainer:
         total, box_l, cls_l = (reduced / self.dist.world_size).tolist()  # = what one process would compute
         if not all(math.isfinite(v) for v in (total, box_l, cls_l)):
             return None
+        if self.tb is not None and self.step % t.log_every == 0:
+            for key, value in (("loss", total), ("box_loss", box_l), ("cls_loss", cls_l)):
+                self.tb.add_scalar(f"train/{key}", value, self.step)
+            self.tb.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
         return {"total": total, "box": box_l, "cls": cls_l}
 
     @torch.no_grad()

@@ -1,0 +1,44 @@
+"""tools/benchmark.py --quick --json: every path timed, stage by stage, and the targets evaluated."""
+
+import json
+
+from .conftest import run_tool
+from .test_detect import ENV
+
+PATHS = [
+    "torchvision e2e",
+    "torchvision split",
+    "ours, tv weights, eager",
+    "ours eager",
+    "ours onnxruntime fp32",
+    "ours onnxruntime fp32, NMS graph",
+    "ours onnxruntime int8",
+]
+
+
+def test_quick_benchmark_json():
+    result = run_tool("tools/benchmark.py", "--quick", "--json", env=ENV, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["score_thresh"] == 0.001 and report["frame"] == [480, 640] and report["model"].startswith("V3†")
+    assert {"cpu_count", "load_average", "torch", "onnxruntime", "results", "targets"} <= set(report)
+    rows = report["results"]
+    assert [r["path"] for r in rows] == PATHS
+    for row in rows:
+        assert (row["threads"], row["batch"]) == (1, 1) and row["repeats"] >= 3
+        assert row["e2e_ms"] > 0 and row["ratio_to_torchvision_e2e"] > 0
+        if row["path"] != "torchvision e2e":
+            assert all(row[f"{stage}_ms"] > 0 for stage in ("pre", "model", "post"))
+            # each stage is part of every call, so its median cannot exceed the median of the whole call
+            assert max(row["pre_ms"], row["model_ms"], row["post_ms"]) <= row["e2e_ms"]
+    assert rows[0]["ratio_to_torchvision_e2e"] == 1.0
+    assert set(report["targets"]) == {
+        "post_speedup_same_settings",
+        "post_speedup_ours_model",
+        "onnx_e2e_over_tv_e2e",
+        "eager_e2e_over_tv_e2e",
+        "int8_model_over_fp32_model",
+        "int8_e2e_over_fp32_e2e",
+    }
+    assert all(isinstance(t["met"], bool) and t["value"] > 0 for t in report["targets"].values())
+    assert "threads 1, batch 1" in result.stderr and "targets (1 thread, batch 1)" in result.stderr

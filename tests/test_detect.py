@@ -1,0 +1,258 @@
+"""tools/detect.py on every kind of source, its JSON lines, annotated outputs and errors."""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detector import checkpoint
+from detector.build import build_model
+from detector.config import Config, ModelConfig, to_dict
+from detector.errors import UserError
+from detector.sources import LiveSource, open_source, safe_name
+
+from .conftest import ROOT, run_tool
+
+CATEGORIES = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 5, "name": "triangle"}]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # small models; one thread is fastest and deterministic
+
+
+def small_checkpoint(path) -> None:
+    """A 128x128 MobileNetV3-Small SSDLite with 3 classes whose scores are spread out (no ties), like a trained
+    model's: random BatchNorm statistics and wide head weights."""
+    cfg = Config()
+    cfg.model = ModelConfig(backbone="mobilenet_v3_small", image_size=[128, 128], num_classes=3)
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    for m in [*model.cls_heads.modules(), *model.box_heads.modules()]:
+        if isinstance(m, torch.nn.Conv2d):
+            m.weight.data.normal_(0, 0.3)
+    checkpoint.save(path, {"model": model.state_dict(), "config": to_dict(cfg), "categories": CATEGORIES})
+
+
+def smooth_image(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return cv2.resize((rng.random((h // 8 + 2, w // 8 + 2, 3)) * 255).astype(np.uint8), (w, h))
+
+
+def write_video(path, frames: int, fps: float, size=(96, 64)) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    for i in range(frames):
+        writer.write(smooth_image(size[1], size[0], i))
+    writer.release()
+
+
+def detect(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return run_tool("tools/detect.py", *args, env=ENV, timeout=120, **kwargs)
+
+
+def load_tool(name: str):
+    """tools/NAME.py as a module (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """In-process models run on one thread, as the tools in these tests (ENV): small models gain nothing from
+    more, and a second thread can stall when the other core is busy."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "small.pt"
+    small_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory):
+    """JPEG, grayscale PNG, RGBA PNG, a 37x1200 PNG in a subfolder, a corrupt .jpg and a text file."""
+    folder = tmp_path_factory.mktemp("images")
+    (folder / "sub").mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), smooth_image(240, 320, 0))
+    cv2.imwrite(str(folder / "gray.png"), cv2.cvtColor(smooth_image(100, 150, 1), cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(folder / "rgba.png"), np.dstack([smooth_image(80, 60, 2), np.full((80, 60), 200, np.uint8)]))
+    cv2.imwrite(str(folder / "sub" / "thin.png"), smooth_image(1200, 37, 3))
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    (folder / "notes.txt").write_text("ignored")
+    return folder
+
+
+SIZES = {"a.jpg": (240, 320), "gray.png": (100, 150), "rgba.png": (80, 60), "thin.png": (1200, 37)}
+
+
+def test_folder_of_mixed_images(weights, mixed_folder, tmp_path):
+    out, lines = tmp_path / "out", tmp_path / "dets.jsonl"
+    result = detect(
+        str(mixed_folder), "--weights", str(weights), "--save-dir", str(out), "--save-json", str(lines),
+        "--conf", "0.4", "--classes", "circle", "triangle",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "broken.jpg" in result.stderr and "Traceback" not in result.stderr  # warned and skipped
+    assert "4 frames" in result.stdout and "skipped 1 unreadable" in result.stdout and "model" in result.stdout
+    records = read_lines(lines)
+    assert sorted(os.path.basename(r["source"]) for r in records) == sorted(SIZES)
+    for r in records:
+        h, w = SIZES[os.path.basename(r["source"])]
+        assert (r["height"], r["width"], r["frame"]) == (h, w, 0)
+        assert r["detections"], "the spread-out random model detects something everywhere"
+        for d in r["detections"]:
+            assert set(d) == {"bbox", "score", "category_id", "name"}
+            x1, y1, x2, y2 = d["bbox"]
+            assert 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h
+            assert d["score"] >= 0.4  # --conf
+            assert {"id": d["category_id"], "name": d["name"]} in CATEGORIES and d["name"] != "square"  # --classes
+    # annotated images keep the source's relative names, sizes and formats
+    for rel in ("a.jpg", "gray.png", "rgba.png", "sub/thin.png"):
+        annotated = cv2.imread(str(out / rel))
+        assert annotated is not None and annotated.shape[:2] == SIZES[os.path.basename(rel)]
+
+
+def test_unknown_class_names_are_refused():
+    detect_tool = load_tool("detect")
+    assert detect_tool.class_filter(["circle", "square"], ["square"]).tolist() == [False, False, True]
+    with pytest.raises(UserError, match="'dog'.*circle, square"):
+        detect_tool.class_filter(["circle", "square"], ["dog"])
+
+
+def test_video_file_gives_a_complete_mp4_and_every_frame(weights, tmp_path):
+    video = tmp_path / "clip.mp4"
+    write_video(video, frames=24, fps=12.0)
+    out, lines = tmp_path / "out", tmp_path / "v.jsonl"
+    result = detect("--video", str(video), "--weights", str(weights), "--save-dir", str(out), "--save-json", str(lines))
+    assert result.returncode == 0, result.stderr
+    assert [r["frame"] for r in read_lines(lines)] == list(range(24))
+    cap = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 24 and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (96, 64)
+    assert [p.name for p in out.iterdir()] == ["clip.mp4"]  # no partial file left behind
+
+
+def test_sigint_mid_video_finalises_the_mp4(weights, tmp_path):
+    video = tmp_path / "long.mp4"
+    write_video(video, frames=300, fps=15.0, size=(160, 120))
+    out, lines = tmp_path / "out", tmp_path / "l.jsonl"
+    cmd = [
+        sys.executable,
+        "tools/detect.py",
+        "--video",
+        str(video),
+        "--weights",
+        str(weights),
+        "--save-dir",
+        str(out),
+        "--save-json",
+        str(lines),
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (lines.exists() and len(lines.read_text().splitlines()) >= 5):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stdout and "Traceback" not in stderr
+    processed = len(read_lines(lines))
+    assert 5 <= processed < 300
+    cap = cv2.VideoCapture(str(out / "long.mp4"))
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == processed and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(15.0)
+
+
+def test_missing_camera_is_a_one_line_error(weights):
+    result = detect("--video", "cam9", "--weights", str(weights))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: cam9: cannot open camera 9 (no such device, unreachable or unsupported)"
+
+
+def test_missing_and_unreadable_sources_are_user_errors(tmp_path):
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 100)
+    (tmp_path / "empty").mkdir()
+    cases = {
+        str(tmp_path / "nope.jpg"): "no such file",
+        str(tmp_path / "bad.mp4"): "cannot open as a video",
+        str(tmp_path / "empty"): "no image files",
+        str(tmp_path / "*.png"): "no files match",
+        "rtsp://127.0.0.1:9/live": "cannot open the stream",
+    }
+    for spec, message in cases.items():
+        with pytest.raises(UserError, match=message) as info:
+            open_source(spec)
+        assert str(info.value).startswith(spec) and "\n" not in str(info.value)
+
+
+def test_show_without_a_display_is_a_clear_error(weights, mixed_folder):
+    result = run_tool(
+        "tools/detect.py",
+        str(mixed_folder / "a.jpg"),
+        "--weights",
+        str(weights),
+        "--show",
+        env={k: v for k, v in ENV.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")},
+    )
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error: --show:") and "--save-dir" in result.stderr
+
+
+def test_output_names_cannot_escape():
+    assert safe_name("../../etc/passwd") == "etc/passwd"
+    assert safe_name("/abs/..\\x.jpg") == "abs/x.jpg"
+    assert safe_name("rtsp://user:pw@host:554/../../live?x=1") == "rtsp_/user_pw_host_554/live_x_1"
+    assert safe_name("..") == "frame" and safe_name(".hidden") == "hidden"
+
+
+def test_live_reader_keeps_only_the_newest_frame(tmp_path):
+    video = tmp_path / "cam.mp4"
+    write_video(video, frames=60, fps=30.0)
+    source = LiveSource("fake-camera", str(video))
+    try:
+        indices = []
+        for frame in source:
+            assert frame.image.shape == (64, 96, 3) and frame.image.dtype == np.uint8
+            indices.append(frame.index)
+            time.sleep(0.02)  # a consumer slower than the reader
+    finally:
+        source.close()
+    assert indices == sorted(set(indices)) and len(indices) < 60 and indices[-1] == 59  # the newest comes last
+    assert source.dropped == 60 - len(indices)  # every frame not handed out was dropped, none was queued
+
+
+def test_open_source_kinds(mixed_folder, tmp_path):
+    assert open_source(str(mixed_folder)).total == 5  # four images and the corrupt one
+    (single,) = open_source(str(mixed_folder / "sub" / "thin.png"))
+    assert single.image.shape == (1200, 37, 3) and single.name == "thin.png" and single.index == 0
+    with pytest.raises(UserError, match="broken.jpg: not a decodable image"):
+        list(open_source(str(mixed_folder / "broken.jpg")))  # a single unreadable image is an error, not a skip
+    pngs = open_source(str(mixed_folder / "*.png"))
+    assert pngs.names == ["gray.png", "rgba.png"] and pngs.kind == "images"
+    nested = open_source(str(mixed_folder / "**" / "*.png"))
+    assert nested.names == ["gray.png", "rgba.png", "sub/thin.png"]
+    assert open_source(str(mixed_folder / "a.jpg")).kind == "images"
+    write_video(tmp_path / "v.avi", frames=3, fps=10.0)
+    video = open_source(str(tmp_path / "v.avi"))
+    assert (video.kind, video.total, video.fps) == ("video", 3, 10.0)
+    video.close()
