@@ -202,10 +202,20 @@ class LiveSource:
                 ended = self._ended
             if item is None:
                 if ended:
+                    if handed_out:
+                        log.warning(
+                            "%s: the source stopped delivering frames after %d (disconnected or ended); finishing",
+                            self.spec,
+                            self._read,
+                        )
                     break
-                if handed_out == 0 and time.monotonic() > deadline:
-                    raise UserError(f"{self.spec}: opened, but no frame arrived within {self.timeout_s:g} s")
+                if time.monotonic() > deadline:
+                    if handed_out == 0:
+                        raise UserError(f"{self.spec}: opened, but no frame arrived within {self.timeout_s:g} s")
+                    log.warning("%s: no frame for %g s (the source seems gone); finishing", self.spec, self.timeout_s)
+                    break
                 continue
+            deadline = time.monotonic() + self.timeout_s  # a stall is measured from the last frame
             handed_out += 1
             index, bgr = item
             yield Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.spec, index, self.name)
@@ -234,13 +244,15 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def open_source(spec: str) -> ImageSource | VideoSource | LiveSource:
-    """The source ``spec`` names (see the module docstring); a UserError when it cannot be opened."""
+def open_source(spec: str, live_timeout_s: float = 10.0) -> ImageSource | VideoSource | LiveSource:
+    """The source ``spec`` names (see the module docstring); a UserError when it cannot be opened.
+
+    A camera or stream that delivers no frame for ``live_timeout_s`` counts as gone."""
     camera = _CAMERA.fullmatch(spec)
     if camera:
-        return LiveSource(spec, int(camera.group(1)))
+        return LiveSource(spec, int(camera.group(1)), live_timeout_s)
     if spec.lower().startswith(STREAM_SCHEMES):
-        return LiveSource(spec, spec)
+        return LiveSource(spec, spec, live_timeout_s)
     path = Path(spec)
     if path.is_dir():
         files = _image_files(path)

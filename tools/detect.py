@@ -56,6 +56,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--show", action="store_true", help="live window; q or Esc quits")
     parser.add_argument("--save-dir", help="folder for annotated images and .mp4 videos")
     parser.add_argument("--save-json", metavar="FILE", help="JSON lines file, one object per image or frame")
+    parser.add_argument(
+        "--live-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="a camera or stream silent this long counts as gone: outputs are finalised (default 10)",
+    )
     args = parser.parse_args()
     if bool(args.source) == bool(args.video):
         parser.error("give exactly one of SOURCE and --video SOURCE")
@@ -199,7 +206,7 @@ def main() -> int:
         raise UserError(problem)
     detector = load(args)
     keep_classes = class_filter(detector.names, args.classes)
-    source = open_source(args.source or args.video)
+    source = open_source(args.source or args.video, args.live_timeout)
     stopped, exit_code = "", 0
 
     def on_signal(signum: int, _frame: object) -> None:
