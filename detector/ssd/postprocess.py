@@ -3,7 +3,7 @@
 Vectorised over classes: one ``topk`` over the flattened (anchor, class) scores and one coordinate-offset
 ``torchvision.ops.nms`` call per image, no Python loop over classes; only the candidates' boxes are decoded.
 Greedy NMS decides a box only from the boxes scored above it, so NMS over the M best candidates gives exactly
-the first survivors of NMS over all; M starts at twice the detection limit and doubles until enough boxes
+the first survivors of NMS over all; M starts at four times the detection limit and doubles until enough boxes
 survive or all are in. The result equals the straightforward loop (threshold, top-k and NMS class by class,
 then the best ``max_detections``).
 """
@@ -105,7 +105,7 @@ class PostProcessor:
     def _select(self, flat: torch.Tensor, num_cols: int, label_offset: int, to_scores, boxes_of) -> dict:
         """Threshold, per-class top-k and NMS over ``flat`` = (A * num_cols,) values ranked like the scores;
         column c is label c + label_offset; ``boxes_of(anchor indices)`` gives their boxes."""
-        m = min(flat.numel(), max(2 * self.max_detections, 512))
+        m = min(flat.numel(), max(4 * self.max_detections, 256))
         while True:
             values, idx = flat.topk(m)  # sorted, best first
             scores = to_scores(values)
