@@ -34,6 +34,13 @@ class StageTimes:
         else:
             self.extra[stage] = self.extra.get(stage, 0.0) + ms
 
+    def record(self, t0: float, t1: float, t2: float, t3: float, frames: int) -> None:
+        """One call's perf_counter() marks: start, after pre-processing, after the model, after post-processing."""
+        self.add("preprocess", (t1 - t0) * 1e3)
+        self.add("model", (t2 - t1) * 1e3)
+        self.add("postprocess", (t3 - t2) * 1e3)
+        self.frames += frames
+
     def per_frame(self) -> dict[str, float]:
         n = max(1, self.frames)
         out = {"preprocess": self.preprocess / n, "model": self.model / n, "postprocess": self.postprocess / n}
@@ -102,10 +109,7 @@ class Detector:
                          [f.shape[:2] for f in frames])  # fmt: skip
         results = [self._to_numpy(d) for d in dets]
         t3 = time.perf_counter()
-        self.times.add("preprocess", (t1 - t0) * 1e3)
-        self.times.add("model", (t2 - t1) * 1e3)
-        self.times.add("postprocess", (t3 - t2) * 1e3)
-        self.times.frames += len(frames)
+        self.times.record(t0, t1, t2, t3, len(frames))
         return results
 
     def _to_numpy(self, det: dict[str, torch.Tensor]) -> dict:

@@ -109,10 +109,7 @@ class OnnxDetector:
                 dets.append((d["boxes"].numpy(), d["scores"].numpy(), d["labels"].numpy()))
         results = [self._result(*d, frame.shape[:2]) for d, frame in zip(dets, frames)]
         t3 = time.perf_counter()
-        self.times.add("preprocess", (t1 - t0) * 1e3)
-        self.times.add("model", (t2 - t1) * 1e3)
-        self.times.add("postprocess", (t3 - t2) * 1e3)
-        self.times.frames += len(frames)
+        self.times.record(t0, t1, t2, t3, len(frames))
         return results
 
     def _result(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, size: tuple[int, int]) -> dict:

@@ -17,25 +17,10 @@ from detector.inference import Detector
 from detector.onnx_detector import OnnxDetector, session
 
 from .conftest import run_tool
-from .test_detect import ENV, SIZES, read_lines, small_checkpoint, smooth_image
-from .test_detect import mixed_folder as mixed_folder  # noqa: F401 - a fixture
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """In-process models run on one thread, as the tools in these tests (ENV): small models gain nothing from
-    more, and a second thread can stall when the other core is busy."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("export") / "small.pt"
-    small_checkpoint(path)
-    return path
+from .test_detect import ENV, SIZES, read_lines, smooth_image
+from .test_detect import _one_thread as _one_thread  # noqa: F401 - fixtures
+from .test_detect import mixed_folder as mixed_folder  # noqa: F401
+from .test_detect import weights as weights  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from .conftest import ROOT
-from .test_detect import ENV, detect, small_checkpoint
+from .test_detect import ENV, detect
+from .test_detect import weights as weights  # noqa: F401 - a fixture
 
 
 class MJPEGCamera:
@@ -54,13 +55,6 @@ class MJPEGCamera:
         self.released.set()
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / "small.pt"
-    small_checkpoint(path)
-    return path
 
 
 @pytest.mark.parametrize("stall", [False, True])
