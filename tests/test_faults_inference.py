@@ -122,7 +122,8 @@ def test_long_video_keeps_memory_flat(weights, tmp_path):
         "--conf",
         "0.9",
     ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = open(tmp_path / "detect.log", "w")  # a file, not a pipe: an unread pipe would block the tool
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=log)
     samples = []
     while proc.poll() is None:
         time.sleep(1.0)
@@ -130,8 +131,9 @@ def test_long_video_keeps_memory_flat(weights, tmp_path):
             samples.append(_rss_mb(proc.pid))
         except (OSError, RuntimeError):
             break
-    _, err = proc.communicate()
-    assert proc.returncode == 0, err[-2000:]
+    proc.wait()
+    log.close()
+    assert proc.returncode == 0, (tmp_path / "detect.log").read_text()[-2000:]
     assert len((tmp_path / "dets.jsonl").read_text().splitlines()) == 20_000
     warm = samples[len(samples) // 10 :]  # after warm-up
     assert max(warm) - warm[0] < 50, f"RSS grew from {warm[0]:.0f} to {max(warm):.0f} MB"
