@@ -66,3 +66,40 @@ def test_bad_inputs_are_clean_errors(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr and "bad.json" in result.stderr
     result = run_tool("tools/eval_coco.py")
     assert result.returncode == 2 and "--weights" in result.stderr
+
+
+def test_weights_on_a_dataset_writes_everything(tmp_path):
+    import torch
+
+    from detector import checkpoint
+    from detector.build import build_model
+    from detector.config import Config, ModelConfig, to_dict
+    from detector.data.synthetic import CATEGORIES
+
+    data = tiny_dataset(tmp_path / "data", train=1, val=4)
+    cfg = Config()
+    cfg.model = ModelConfig(backbone="mobilenet_v3_small", image_size=[64, 64], num_classes=5)
+    torch.manual_seed(0)
+    ckpt = tmp_path / "m.pt"
+    checkpoint.save(
+        ckpt, {"model": build_model(cfg.model).state_dict(), "config": to_dict(cfg), "categories": CATEGORIES}
+    )
+    result = run_tool(
+        "tools/eval_coco.py",
+        "--weights",
+        str(ckpt),
+        "--data-root",
+        str(data),
+        "--workers",
+        "0",
+        "--out-dir",
+        str(tmp_path / "o"),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["model"]["backbone"] == "mobilenet_v3_small" and set(metrics["per_class"]) == {
+        c["name"] for c in CATEGORIES
+    }
+    detections = json.loads((tmp_path / "o" / "detections.json").read_text())
+    assert detections and {d["category_id"] for d in detections} <= {c["id"] for c in CATEGORIES}
+    assert {d["image_id"] for d in detections} <= {1, 2, 3, 4}

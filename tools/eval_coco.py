@@ -15,7 +15,6 @@ import json
 import logging
 from pathlib import Path
 
-import torch
 from torch.utils.data import DataLoader
 
 from detector import checkpoint, cli
@@ -59,11 +58,7 @@ def main() -> int:
         if not isinstance(detections, list):
             raise UserError(f"{args.detections}: expected a JSON list of COCO results")
     elif args.weights:
-        ckpt = checkpoint.load(args.weights)
-        from detector.checkpoint import load_detector
-
-        model, post, categories, cfg = load_detector(args.weights)
-        del ckpt
+        model, post, categories, cfg = checkpoint.load_detector(args.weights)
         data = DataConfig(
             data_root=args.data_root or "", val_json=args.val_json or "", val_images=args.val_images or ""
         )
@@ -99,5 +94,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     cli.run(main)
