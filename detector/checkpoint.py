@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -42,10 +43,17 @@ def save(path: str | Path, payload: dict, keep_previous: bool = False) -> None:
             f.flush()
             os.fsync(f.fileno())
         if keep_previous and path.exists():
-            os.replace(path, previous_path(path))
+            # The old file becomes the previous one through a second name (a hard link, or a copy where
+            # links are not supported), so that ``path`` itself is never missing, not even for an instant.
+            try:
+                os.link(path, tmp + ".prev")
+            except OSError:
+                shutil.copy2(path, tmp + ".prev")
+            os.replace(tmp + ".prev", previous_path(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        Path(tmp + ".prev").unlink(missing_ok=True)
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

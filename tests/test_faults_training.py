@@ -125,17 +125,20 @@ while True:
 
 def test_sigkill_mid_write_never_leaves_a_broken_checkpoint(tmp_path):
     path = tmp_path / "last.pt"
-    for attempt in range(4):
+    for attempt in range(6):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=ROOT)
         while not path.exists():
             time.sleep(0.01)
         time.sleep(0.3 + 0.17 * attempt)  # writes of 24 MB take a fraction of a second: the kill lands mid-write
         proc.kill()
         proc.wait()
-        ckpt = checkpoint.load(path)
+        ckpt = checkpoint.load(path)  # last.pt is always there and complete
         assert torch.all(ckpt["model"]["w"] == ckpt["i"])
+        prev = checkpoint.previous_path(path)
+        if prev.exists():
+            assert checkpoint.load(prev)["i"] < ckpt["i"]
     leftovers = [p.name for p in tmp_path.iterdir() if p.name not in ("last.pt", "last.prev.pt")]
-    assert all(name.endswith(".tmp") for name in leftovers)
+    assert all(name.endswith((".tmp", ".tmp.prev")) for name in leftovers)  # only unfinished temporaries
 
 
 def test_corrupted_checkpoint_points_to_the_previous_one(tmp_path):
