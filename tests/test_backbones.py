@@ -5,14 +5,7 @@ import torchvision
 from detector.backbones.mobilenet_v3 import block_specs, load_torchvision_state_dict, mobilenet_v3
 from detector.complexity import all_params
 
-
-def _randomise_bn(model: torch.nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
+from .conftest import randomise_batchnorm
 
 
 @pytest.mark.parametrize(
@@ -21,7 +14,7 @@ def _randomise_bn(model: torch.nn.Module) -> None:
 )
 def test_imagenet_logits_equal_torchvision(variant, width, reduced):
     tv = getattr(torchvision.models, f"mobilenet_v3_{variant}")(width_mult=width, reduced_tail=reduced).eval()
-    _randomise_bn(tv)
+    randomise_batchnorm(tv, mean=0.2, bias=0.2)
     ours = mobilenet_v3(variant, width, reduced).eval()
     load_torchvision_state_dict(ours, tv.state_dict())
     x = torch.randn(2, 3, 224, 224)

@@ -3,17 +3,12 @@ from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
 from detector.checkpoint import load_detector
 
-from .conftest import run_tool
+from .conftest import randomise_batchnorm, run_tool
 
 
 def _random_torchvision_detector() -> torch.nn.Module:
     tv = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
-    for m in tv.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
+    randomise_batchnorm(tv)
     for m in tv.head.modules():
         if isinstance(m, torch.nn.Conv2d):
             m.weight.data.normal_(0, 0.3)  # spread the scores so that detections are not decided by ties

@@ -19,7 +19,7 @@ from detector.config import Config, ModelConfig, to_dict
 from detector.errors import UserError
 from detector.sources import LiveSource, open_source, safe_name
 
-from .conftest import ROOT, run_tool
+from .conftest import ROOT, randomise_batchnorm, run_tool
 
 CATEGORIES = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 5, "name": "triangle"}]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # small models; one thread is fastest and deterministic
@@ -32,12 +32,7 @@ def small_checkpoint(path) -> None:
     cfg.model = ModelConfig(backbone="mobilenet_v3_small", image_size=[128, 128], num_classes=3)
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
+    randomise_batchnorm(model)
     for m in [*model.cls_heads.modules(), *model.box_heads.modules()]:
         if isinstance(m, torch.nn.Conv2d):
             m.weight.data.normal_(0, 0.3)
