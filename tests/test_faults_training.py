@@ -136,7 +136,7 @@ def test_sigkill_mid_write_never_leaves_a_broken_checkpoint(tmp_path):
         assert torch.all(ckpt["model"]["w"] == ckpt["i"])
         prev = checkpoint.previous_path(path)
         if prev.exists():
-            assert checkpoint.load(prev)["i"] < ckpt["i"]
+            assert checkpoint.load(prev)["i"] <= ckpt["i"]  # equal when killed between its two renames
     leftovers = [p.name for p in tmp_path.iterdir() if p.name not in ("last.pt", "last.prev.pt")]
     assert all(name.endswith((".tmp", ".tmp.prev")) for name in leftovers)  # only unfinished temporaries
 
