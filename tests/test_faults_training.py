@@ -46,6 +46,20 @@ def _wait_for(path, proc, timeout=300):
         time.sleep(0.05)
 
 
+def _resume_auto(out, data):
+    return run_tool(
+        "tools/train_coco.py",
+        "--resume",
+        "auto",
+        "--output-dir",
+        str(out),
+        "--data-root",
+        str(data),
+        "--no-val",
+        timeout=600,
+    )
+
+
 def _losses(out):
     return [json.loads(x)["loss"] for x in (out / "log.jsonl").read_text().splitlines()]
 
@@ -89,17 +103,7 @@ def test_sigkill_mid_epoch_leaves_a_checkpoint_to_resume(tmp_path):
     proc.communicate()
     good = [p for p in ("last.pt", "last.prev.pt") if _loads(tmp_path / "run" / p)]
     assert good, "no loadable checkpoint after SIGKILL"
-    resumed = run_tool(
-        "tools/train_coco.py",
-        "--resume",
-        "auto",
-        "--output-dir",
-        str(tmp_path / "run"),
-        "--data-root",
-        str(data),
-        "--no-val",
-        timeout=600,
-    )
+    resumed = _resume_auto(tmp_path / "run", data)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert checkpoint.load(tmp_path / "run" / "last.pt")["epoch"] == 3
 
@@ -160,17 +164,7 @@ def test_corrupted_checkpoint_points_to_the_previous_one(tmp_path):
     result = run_tool("tools/train_coco.py", "--resume", str(last), "--no-val")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "truncated or corrupted" in result.stderr and "last.prev.pt" in result.stderr
-    auto = run_tool(
-        "tools/train_coco.py",
-        "--resume",
-        "auto",
-        "--output-dir",
-        str(tmp_path / "run"),
-        "--data-root",
-        str(data),
-        "--no-val",
-        timeout=600,
-    )
+    auto = _resume_auto(tmp_path / "run", data)
     assert auto.returncode == 0, auto.stderr[-3000:]
     assert "not resuming from" in auto.stderr and checkpoint.load(last)["epoch"] == 2
 
