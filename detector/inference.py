@@ -119,5 +119,5 @@ class Detector:
             "scores": det["scores"].cpu().numpy().astype(np.float32),
             "labels": labels,
             "category_ids": self.category_ids[labels - 1],
-            "names": [self.names[i - 1] for i in labels],
+            "names": [self.names[i - 1] for i in labels.tolist()],
         }
