@@ -3,7 +3,7 @@
 Activation ranges are calibrated (min/max) on real images run through the model's own pre-processing.
 Weights are int8 per output channel, activations uint8 (the fast u8 x s8 path of x86 VNNI and ARM dot
 products). ``quant_pre_process`` (shape inference and graph optimisation) runs first, as ONNX Runtime
-recommends.
+recommends; afterwards the hard sigmoids become int8 additions (``detector.qdq_hard_sigmoid``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from detector.data.image_io import preprocess, read_image
 from detector.errors import UserError
+from detector.qdq_hard_sigmoid import rewrite_hard_sigmoids
 from detector.sources import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -106,4 +107,12 @@ def quantize_raw(fp32_path: str | Path, int8_path: str | Path, reader: ImageCali
             )
         finally:
             logging.disable(logging.NOTSET)
-    log.info("quantised with %d calibration images (%d output nodes kept float)", reader.used, len(excluded))
+    quantised = onnx.load(str(int8_path))
+    rewritten = rewrite_hard_sigmoids(quantised)
+    onnx.save(quantised, str(int8_path))
+    log.info(
+        "quantised with %d calibration images (%d output nodes kept float, %d hard sigmoids as int8 additions)",
+        reader.used,
+        len(excluded),
+        rewritten,
+    )

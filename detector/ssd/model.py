@@ -40,10 +40,10 @@ class Predictor(nn.Sequential):
         self.values = values
 
     def flat(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, H * W * anchors, values), location-major as the anchors are laid out."""
-        y = self(x)
-        n, _, h, w = y.shape
-        return y.view(n, -1, self.values, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, self.values)
+        """(N, C, H, W) -> (N, H * W * anchors * values): location, then anchor, then value, as the anchors
+        are laid out. Channels-last memory makes this a view, and an exported graph needs no shape arithmetic
+        (channels-last runtimes cancel the transpose)."""
+        return self(x).permute(0, 2, 3, 1).flatten(1)
 
 
 def _stride2(size: int) -> int:
@@ -115,9 +115,11 @@ class SSDLite(nn.Module):
         if tuple(images.shape[-2:]) != self.image_size:
             raise ValueError(f"input of {tuple(images.shape[-2:])} pixels; this model takes {self.image_size}")
         maps = self.features(images)
+        n = images.shape[0]
         boxes = torch.cat([head.flat(m) for head, m in zip(self.box_heads, maps)], 1)
         logits = torch.cat([head.flat(m) for head, m in zip(self.cls_heads, maps)], 1)
-        return boxes, logits
+        a = len(self.anchors)  # a Python int: exported graphs keep a static anchor dimension
+        return boxes.view(n, a, self.box_heads[0].values), logits.view(n, a, self.cls_heads[0].values)
 
 
 def init_weights(model: SSDLite, head_std: float = 0.03, class_bias: float = 0.0) -> None:
