@@ -117,3 +117,26 @@ def synthetic_frames(count: int, height: int = 480, width: int = 640, seed: int 
         frame = cv2.resize(low, (width, height), interpolation=cv2.INTER_CUBIC)
         frames.append(np.clip(frame.astype(np.int16) + rng.integers(-12, 13, frame.shape), 0, 255).astype(np.uint8))
     return frames
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: torch.nn.Module, forward: Callable[[], object]) -> None:
+    """Set every BatchNorm's running statistics to those of the activations seen in ``forward()`` (a call
+    through ``model``), as a trained network's statistics are: its activations then keep unit scale.
+
+    Fresh random weights leave BatchNorm as the identity and the activations shrink layer by layer (in
+    torchvision's SSDLite to 1e-15 at the head, so that every score is exactly 1/91 and every box its
+    anchor); timing post-processing on such outputs measures ties, not detections.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.momentum) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the calls
+        m.train()
+    try:
+        forward()
+    finally:
+        for m, (training, momentum) in zip(norms, saved):
+            m.train(training)
+            m.momentum = momentum

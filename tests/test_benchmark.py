@@ -21,7 +21,7 @@ def test_quick_benchmark_json():
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["score_thresh"] == 0.001 and report["frame"] == [480, 640] and report["model"].startswith("V3†")
-    assert {"cpu_count", "load_average", "torch", "onnxruntime", "results", "targets"} <= set(report)
+    assert {"cpu_count", "load_average", "torch", "onnxruntime", "results", "targets", "weights"} <= set(report)
     rows = report["results"]
     assert [r["path"] for r in rows] == PATHS
     for row in rows:

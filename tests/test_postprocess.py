@@ -38,9 +38,12 @@ def _random_case(anchors: int, classes: int):
     [(0.001, 0.55, 300, 300), (1e-8, 0.6, 100, 100), (0.5, 0.5, 20, 1000), (0.99, 0.6, 100, 100)],
 )
 @pytest.mark.parametrize("score_fn", ["sigmoid", "softmax"])
-@pytest.mark.parametrize("threshold_first", [0.0, 1.1], ids=["topk-all", "threshold-first"])
-def test_equals_a_per_class_loop(thresh, iou, topk, max_det, score_fn, threshold_first, monkeypatch):
-    # Both candidate routes (a top-k over every value, or thresholding first) must give the same answer.
+@pytest.mark.parametrize(
+    "sampled,threshold_first", [(False, 0.0), (True, 0.0), (True, 1.1)], ids=["topk-all", "bound", "threshold-first"]
+)
+def test_equals_a_per_class_loop(thresh, iou, topk, max_det, score_fn, sampled, threshold_first, monkeypatch):
+    # Every candidate route (a top-k over all values, a sampled bound, thresholding first) gives the same answer.
+    monkeypatch.setattr(postprocess, "SAMPLED_ROUTES", sampled)
     monkeypatch.setattr(postprocess, "THRESHOLD_FIRST", threshold_first)
     post = PostProcessor(score_fn, thresh, iou, topk, max_det)
     for _ in range(3):
