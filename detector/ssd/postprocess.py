@@ -176,7 +176,7 @@ class PostProcessor:
 
     def _nms(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor):
         """Per-class NMS of candidates ordered best first: boxes (M, 4), scores (M,), labels (M,) int64 with
-        ``counts`` = their bincount -> indices of the survivors, best first (ties in candidate order).
+        ``counts`` = their bincount -> indices of the survivors, best first.
 
         Each class's boxes are offset so that classes never overlap, and float64 keeps the IoUs of the offset
         boxes as exact as those of the plain boxes. NMS compares every kept box with every lower-scored
