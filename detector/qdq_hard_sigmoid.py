@@ -63,6 +63,12 @@ def rewrite_hard_sigmoids(model: onnx.ModelProto) -> int:
             continue
         if any(q.op_type != "QuantizeLinear" or len(q.input) < 3 for q in qs):
             continue
+        outputs = {o.name for o in graph.output}
+        if any(
+            q.output[0] in outputs or any(c.op_type != "DequantizeLinear" for c in consumers.get(q.output[0], []))
+            for q in qs
+        ):
+            continue  # its uint8 leaves the pattern: another reader would need the same grid
         x_scale, x_zero = scalar(dq.input[1]), scalar(dq.input[2])
         if x_scale is None or x_zero is None or x_zero.dtype != np.uint8:
             continue
