@@ -128,8 +128,10 @@ def test_long_video_keeps_memory_flat(weights, tmp_path):
     samples = []
     # Sample until the summary line: after it comes the interpreter's exit, where PyTorch's teardown alone
     # raises RSS by about 100 MB for a moment (measured with a bare `import torch`), which is not growth.
-    while proc.poll() is None and " frames in " not in (tmp_path / "detect.log").read_text(errors="replace"):
+    while proc.poll() is None:
         time.sleep(1.0)
+        if " frames in " in (tmp_path / "detect.log").read_text(errors="replace"):
+            break
         try:
             samples.append(_rss_mb(proc.pid))
         except (OSError, RuntimeError):
