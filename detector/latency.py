@@ -72,25 +72,27 @@ def detector_call(detector, frames: list[np.ndarray]) -> Callable[[], dict[str, 
     return call
 
 
+def torchvision_images(frames: list[np.ndarray]) -> list[torch.Tensor]:
+    """(H, W, 3) uint8 RGB frames -> the (3, H, W) float tensors in [0, 1] torchvision's detectors take."""
+    return [torch.from_numpy(f).permute(2, 0, 1).float().div_(255.0) for f in frames]
+
+
 def torchvision_calls(tv: torch.nn.Module, frames: list[np.ndarray]) -> tuple[Callable, Callable]:
     """(the full ``tv(images)`` call, the same steps one by one with a stage split) on ``frames``.
 
     Both include turning the uint8 frames into the float CHW tensors torchvision takes (part of ``pre``).
     """
 
-    def to_tensors() -> list[torch.Tensor]:
-        return [torch.from_numpy(f).permute(2, 0, 1).float().div_(255.0) for f in frames]
-
     @torch.inference_mode()
     def full() -> dict[str, float]:
         t0 = time.perf_counter()
-        tv(to_tensors())
+        tv(torchvision_images(frames))
         return {"e2e": (time.perf_counter() - t0) * 1e3}
 
     @torch.inference_mode()
     def split() -> dict[str, float]:
         t0 = time.perf_counter()
-        images = to_tensors()
+        images = torchvision_images(frames)
         original_sizes = [tuple(im.shape[-2:]) for im in images]
         batch, _ = tv.transform(images)
         t1 = time.perf_counter()

@@ -35,13 +35,10 @@ def _attribute(node: onnx.NodeProto, name: str, default: float) -> float:
 def rewrite_hard_sigmoids(model: onnx.ModelProto) -> int:
     """Rewrite, in place, every hard sigmoid (alpha 1/6, beta 1/2) of ``model`` that sits between a per-tensor
     uint8 ``DequantizeLinear`` and ``QuantizeLinear`` nodes only; returns how many were rewritten."""
-    graph = model.graph
+    graph, wrapped = model.graph, ONNXModel(model)
     inits = {t.name: t for t in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    producer, consumers = wrapped.output_name_to_node(), wrapped.input_name_to_nodes()
+    outputs = {o.name for o in graph.output}
 
     def scalar(name: str) -> np.ndarray | None:
         t = inits.get(name)
@@ -63,7 +60,6 @@ def rewrite_hard_sigmoids(model: onnx.ModelProto) -> int:
             continue
         if any(q.op_type != "QuantizeLinear" or len(q.input) < 3 for q in qs):
             continue
-        outputs = {o.name for o in graph.output}
         if any(
             q.output[0] in outputs or any(c.op_type != "DequantizeLinear" for c in consumers.get(q.output[0], []))
             for q in qs
@@ -102,7 +98,6 @@ def rewrite_hard_sigmoids(model: onnx.ModelProto) -> int:
         for node in dropped:
             graph.node.remove(node)
         graph.node.extend(new_nodes)
-        wrapped = ONNXModel(model)
         wrapped.topological_sort()
         wrapped.clean_initializers()
     return count

@@ -46,7 +46,15 @@ from detector.data.image_io import preprocess
 from detector.export_onnx import append_nms, export_raw, metadata, save
 from detector.fuse import fuse_for_inference
 from detector.inference import Detector
-from detector.latency import Timing, calibrate_batchnorm, detector_call, measure, synthetic_frames, torchvision_calls
+from detector.latency import (
+    Timing,
+    calibrate_batchnorm,
+    detector_call,
+    measure,
+    synthetic_frames,
+    torchvision_calls,
+    torchvision_images,
+)
 from detector.onnx_detector import OnnxDetector
 from detector.quantize import ImageCalibration, quantize_raw
 from detector.table6 import REFERENCE_ROW, row_named
@@ -179,7 +187,7 @@ def main() -> int:
     tv = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
     stats_frames = synthetic_frames(8, seed=2)  # BatchNorm statistics (detector.latency.calibrate_batchnorm)
     if not args.fresh_init:
-        images = [torch.from_numpy(f).permute(2, 0, 1).float().div_(255.0) for f in stats_frames]
+        images = torchvision_images(stats_frames)
         calibrate_batchnorm(tv, lambda: tv.head(list(tv.backbone(tv.transform(images)[0].tensors).values())))
     tv_ours = build_model(TORCHVISION_CONFIG.model, init=False)
     tv_ours.load_state_dict(convert_state_dict(tv.state_dict(), tv_ours))

@@ -132,13 +132,11 @@ class PostProcessor:
             cls = idx.remainder(num_cols)
             if label_offset:
                 cls += label_offset
-            counts = torch.bincount(cls)
-            if valid > self.topk_per_class and int(counts.max()) > self.topk_per_class:
+            if valid > self.topk_per_class and int(torch.bincount(cls).max()) > self.topk_per_class:
                 keep = self._class_rank(cls) < self.topk_per_class
                 scores, cls, anchor = scores[keep], cls[keep], anchor[keep]
-                counts = counts.clamp_(max=self.topk_per_class)
             boxes = boxes_of(anchor)
-            kept = self._nms(boxes, scores, cls, counts)
+            kept = self._nms(boxes, scores, cls)
             if kept.numel() >= self.max_detections or exhausted:
                 break
             m = min(flat.numel(), 2 * m)
@@ -174,9 +172,9 @@ class PostProcessor:
                 return values, idx[best]
         return flat.topk(m)
 
-    def _nms(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor):
-        """Per-class NMS of candidates ordered best first: boxes (M, 4), scores (M,), labels (M,) int64 with
-        ``counts`` = their bincount -> indices of the survivors, best first.
+    def _nms(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-class NMS of candidates ordered best first: boxes (M, 4), scores (M,), labels (M,) int64 ->
+        indices of the survivors, best first.
 
         Each class's boxes are offset so that classes never overlap, and float64 keeps the IoUs of the offset
         boxes as exact as those of the plain boxes. NMS compares every kept box with every lower-scored
@@ -192,7 +190,7 @@ class PostProcessor:
         order = torch.sort(labels, stable=True).indices  # by class; best first within a class
         shifted, scores = shifted[order], scores[order]
         kept, start, end = [], 0, 0
-        for count in counts.tolist():
+        for count in torch.bincount(labels).tolist():
             end += count
             if end - start >= NMS_GROUP or end == len(labels):
                 kept.append(nms(shifted[start:end], scores[start:end], self.nms_thresh).add_(start))
