@@ -55,6 +55,12 @@ def detect(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return run_tool("tools/detect.py", *args, env=ENV, timeout=120, **kwargs)
 
 
+def video_args(source, weights, out, lines) -> list[str]:
+    """tools/detect.py arguments: ``--video source`` with ``weights``, annotated output into ``out`` and JSON
+    lines into ``lines``."""
+    return ["--video", str(source), "--weights", str(weights), "--save-dir", str(out), "--save-json", str(lines)]
+
+
 def load_tool(name: str):
     """tools/NAME.py as a module (tools/ is not a package)."""
     spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
@@ -152,18 +158,7 @@ def test_sigint_mid_video_finalises_the_mp4(weights, tmp_path):
     video = tmp_path / "long.mp4"
     write_video(video, frames=300, fps=15.0, size=(160, 120))
     out, lines = tmp_path / "out", tmp_path / "l.jsonl"
-    cmd = [
-        sys.executable,
-        "tools/detect.py",
-        "--video",
-        str(video),
-        "--weights",
-        str(weights),
-        "--save-dir",
-        str(out),
-        "--save-json",
-        str(lines),
-    ]
+    cmd = [sys.executable, "tools/detect.py", *video_args(video, weights, out, lines)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (lines.exists() and len(lines.read_text().splitlines()) >= 5):

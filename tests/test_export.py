@@ -17,7 +17,7 @@ from detector.inference import Detector
 from detector.onnx_detector import OnnxDetector, session
 
 from .conftest import run_tool
-from .test_detect import ENV, SIZES, read_lines, smooth_image
+from .test_detect import ENV, SIZES, detect, read_lines, smooth_image
 from .test_detect import _one_thread as _one_thread  # noqa: F401 - fixtures
 from .test_detect import mixed_folder as mixed_folder  # noqa: F401
 from .test_detect import weights as weights  # noqa: F401
@@ -31,6 +31,10 @@ def raw_onnx(weights):
     export_raw(model, post, path)
     save(onnx.load(str(path)), path, metadata(cfg, post, categories, "raw", "fp32", weights.name))
     return path
+
+
+def export(*args: str):
+    return run_tool("tools/export.py", *args, env=ENV, timeout=300)
 
 
 def frames() -> list[np.ndarray]:
@@ -72,17 +76,7 @@ def test_onnx_detector_matches_the_checkpoint(weights, raw_onnx):
 
 def test_nms_in_the_graph_matches_our_postprocessing(weights, tmp_path):
     out = tmp_path / "nms.onnx"
-    result = run_tool(
-        "tools/export.py",
-        "--weights",
-        str(weights),
-        "--nms",
-        "--dynamic-batch",
-        "--out",
-        str(out),
-        env=ENV,
-        timeout=300,
-    )
+    result = export("--weights", str(weights), "--nms", "--dynamic-batch", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "ONNX Runtime vs PyTorch (raw outputs): max |box diff|" in result.stdout
     # two batches (of 2 and of 1 image) with 100 detections each, all with a twin in PyTorch's
@@ -97,16 +91,7 @@ def test_nms_in_the_graph_matches_our_postprocessing(weights, tmp_path):
 
 def test_detect_with_onnx_weights_writes_the_checkpoints_json(weights, raw_onnx, mixed_folder, tmp_path):  # noqa: F811
     lines = tmp_path / "onnx.jsonl"
-    result = run_tool(
-        "tools/detect.py",
-        str(mixed_folder),
-        "--weights",
-        str(raw_onnx),
-        "--save-json",
-        str(lines),
-        env=ENV,
-        timeout=120,
-    )
+    result = detect(str(mixed_folder), "--weights", str(raw_onnx), "--save-json", str(lines))
     assert result.returncode == 0, result.stderr
     reference = Detector.from_checkpoint(weights)
     records = read_lines(lines)
@@ -150,8 +135,7 @@ def test_int8_export_runs_and_reports_accuracy(weights, tmp_path):
         )
     )
     out = tmp_path / "small.int8.onnx"
-    result = run_tool(
-        "tools/export.py",
+    result = export(
         "--weights",
         str(weights),
         "--int8",
@@ -163,8 +147,6 @@ def test_int8_export_runs_and_reports_accuracy(weights, tmp_path):
         str(val),
         "--out",
         str(out),
-        env=ENV,
-        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "int8 vs fp32 raw outputs" in result.stdout

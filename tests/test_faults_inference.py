@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from .conftest import ROOT
-from .test_detect import ENV, detect
+from .test_detect import ENV, detect, video_args
 from .test_detect import weights as weights  # noqa: F401 - a fixture
 
 
@@ -62,14 +62,7 @@ def test_camera_that_disappears_mid_stream_finalises_the_video(weights, tmp_path
     camera = MJPEGCamera(frames=40, stall=stall)
     try:
         result = detect(
-            "--video",
-            camera.url,
-            "--weights",
-            str(weights),
-            "--save-dir",
-            str(tmp_path / "out"),
-            "--save-json",
-            str(tmp_path / "dets.jsonl"),
+            *video_args(camera.url, weights, tmp_path / "out", tmp_path / "dets.jsonl"),
             "--conf",
             "0.2",
             "--live-timeout",
@@ -111,14 +104,7 @@ def test_long_video_keeps_memory_flat(weights, tmp_path):
     cmd = [
         sys.executable,
         "tools/detect.py",
-        "--video",
-        str(video),
-        "--weights",
-        str(weights),
-        "--save-dir",
-        str(tmp_path / "out"),
-        "--save-json",
-        str(tmp_path / "dets.jsonl"),
+        *video_args(video, weights, tmp_path / "out", tmp_path / "dets.jsonl"),
         "--conf",
         "0.9",
     ]

@@ -19,23 +19,19 @@ from .data_fixtures import TINY_TRAIN, tiny_dataset
 LONG = [*TINY_TRAIN, "train.batch_size=2", "train.epochs=3", "train.eval_every=0"]
 
 
-def _start(data, out, *extra, sets=(), env=None):
-    cmd = [
-        sys.executable,
-        "tools/train_coco.py",
-        "--data-root",
-        str(data),
-        "--output-dir",
-        str(out),
-        "--no-val",
-        "--set",
-        *LONG,
-        *sets,
-        *extra,
-    ]
-    return subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
-    )
+def _train_args(data, out, *sets):
+    """tools/train_coco.py on ``data`` into ``out``, no validation, with the ``--set`` overrides ``sets``."""
+    return ["tools/train_coco.py", "--data-root", str(data), "--output-dir", str(out), "--no-val", "--set", *sets]
+
+
+def _train(data, out, *sets):
+    return run_tool(*_train_args(data, out, *sets), timeout=600)
+
+
+def _start(data, out, sets=()):
+    """The LONG training as a background process."""
+    cmd = [sys.executable, *_train_args(data, out, *LONG, *sets)]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for(path, proc, timeout=300):
@@ -66,17 +62,7 @@ def _losses(out):
 
 def test_sigint_saves_mid_epoch_and_resume_is_exact(tmp_path):
     data = tiny_dataset(tmp_path / "data", train=16)
-    full = run_tool(
-        "tools/train_coco.py",
-        "--data-root",
-        str(data),
-        "--output-dir",
-        str(tmp_path / "full"),
-        "--no-val",
-        "--set",
-        *LONG,
-        timeout=600,
-    )
+    full = _train(data, tmp_path / "full", *LONG)
     assert full.returncode == 0, full.stderr[-3000:]
     proc = _start(data, tmp_path / "cut", sets=["train.checkpoint_every=5"])
     _wait_for(tmp_path / "cut" / "last.pt", proc)  # after step 5, inside epoch 1 (8 steps per epoch)
@@ -147,17 +133,7 @@ def test_sigkill_mid_write_never_leaves_a_broken_checkpoint(tmp_path):
 
 def test_corrupted_checkpoint_points_to_the_previous_one(tmp_path):
     data = tiny_dataset(tmp_path / "data")
-    run = run_tool(
-        "tools/train_coco.py",
-        "--data-root",
-        str(data),
-        "--output-dir",
-        str(tmp_path / "run"),
-        "--no-val",
-        "--set",
-        *TINY_TRAIN,
-        timeout=600,
-    )
+    run = _train(data, tmp_path / "run", *TINY_TRAIN)
     assert run.returncode == 0, run.stderr[-3000:]
     last = tmp_path / "run" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])
@@ -171,21 +147,15 @@ def test_corrupted_checkpoint_points_to_the_previous_one(tmp_path):
 
 def test_non_finite_losses_skip_steps_then_stop(tmp_path):
     data = tiny_dataset(tmp_path / "data")
-    result = run_tool(
-        "tools/train_coco.py",
-        "--data-root",
-        str(data),
-        "--output-dir",
-        str(tmp_path / "run"),
-        "--no-val",
-        "--set",
+    result = _train(
+        data,
+        tmp_path / "run",
         *TINY_TRAIN,
         "train.lr=1e30",
         "train.warmup_iters=0",
         "train.max_bad_steps=2",
         "train.checkpoint_every=1",
         "train.epochs=3",
-        timeout=600,
     )
     assert result.returncode == 2, result.stderr[-3000:]
     assert "non-finite loss at step" in result.stderr and "image ids of this batch" in result.stderr
