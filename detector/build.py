@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
 from torch import nn
 
+from detector import checkpoint, config
+from detector.backbones.layers import NormLayer, batch_norm
 from detector.backbones.mnasnet import mnasnet_a1_backbone
 from detector.backbones.mobilenet_v1 import MobileNetV1
 from detector.backbones.mobilenet_v2 import mobilenet_v2_backbone
 from detector.backbones.mobilenet_v3 import mobilenet_v3
-from detector.config import Config, ConfigError, LossConfig, ModelConfig, PostprocessConfig
+from detector.config import Config, ConfigError, DataConfig, LossConfig, ModelConfig
+from detector.errors import UserError
 from detector.ssd.anchors import layout_pairs
 from detector.ssd.losses import FocalLoss, HardNegativeSoftmaxLoss
 from detector.ssd.model import SSDLite, init_weights
@@ -17,8 +23,8 @@ from detector.ssd.postprocess import PostProcessor
 BACKBONES = ("mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v2", "mnasnet_a1", "mobilenet_v1")
 
 
-def build_backbone(cfg: ModelConfig) -> nn.Module:
-    bn = {"bn_eps": cfg.bn_eps, "bn_momentum": cfg.bn_momentum}
+def build_backbone(cfg: ModelConfig, norm_layer: NormLayer) -> nn.Module:
+    bn = {"norm_layer": norm_layer}
     if cfg.backbone in ("mobilenet_v3_large", "mobilenet_v3_small"):
         variant = cfg.backbone.rsplit("_", 1)[1]
         return mobilenet_v3(variant, cfg.width, cfg.reduced_tail, num_classes=None, **bn)
@@ -46,14 +52,14 @@ def build_model(cfg: ModelConfig, init: bool = True) -> SSDLite:
     if cfg.num_classes < 1:
         raise ConfigError(f"model.num_classes: expected at least 1, got {cfg.num_classes}")
     depths = extra_depths(cfg)
+    norm_layer = batch_norm(cfg.bn_eps, cfg.bn_momentum)
     model = SSDLite(
-        build_backbone(cfg),
+        build_backbone(cfg, norm_layer),
         depths,
         layout_pairs(cfg.layout, 2 + len(depths)),
         cfg.num_classes,
-        (cfg.image_size[0], cfg.image_size[1]),
-        cfg.bn_eps,
-        cfg.bn_momentum,
+        cfg.image_size,
+        norm_layer,
     )
     if init:
         init_weights(model, cfg.head_init_std, cfg.class_bias_init)
@@ -65,7 +71,7 @@ def score_fn(loss: LossConfig) -> str:
     return "sigmoid" if loss.kind == "focal" else "softmax"
 
 
-def build_loss(cfg: LossConfig) -> FocalLoss | HardNegativeSoftmaxLoss:
+def build_criterion(cfg: LossConfig) -> FocalLoss | HardNegativeSoftmaxLoss:
     if cfg.kind == "focal":
         return FocalLoss(cfg.focal_alpha, cfg.focal_gamma, cfg.iou_threshold)
     if cfg.kind == "softmax_hnm":
@@ -73,9 +79,52 @@ def build_loss(cfg: LossConfig) -> FocalLoss | HardNegativeSoftmaxLoss:
     raise ConfigError(f"loss.kind: unknown {cfg.kind!r}; expected 'focal' or 'softmax_hnm'")
 
 
-def build_postprocessor(cfg: PostprocessConfig, loss: LossConfig) -> PostProcessor:
-    return PostProcessor(score_fn(loss), cfg.score_thresh, cfg.nms_thresh, cfg.topk_per_class, cfg.max_detections)
+def build_postprocessor(cfg: Config, anchors: torch.Tensor | None) -> PostProcessor:
+    """The post-processing of ``cfg`` for the model's input size and ``anchors`` (the model's ``anchors``;
+    None for one that only takes decoded boxes)."""
+    p = cfg.postprocess
+    return PostProcessor(
+        score_fn(cfg.loss),
+        p.score_thresh,
+        p.nms_thresh,
+        p.topk_per_class,
+        p.max_detections,
+        cfg.model.image_size,
+        anchors,
+    )
 
 
 def build_all(cfg: Config) -> tuple[SSDLite, FocalLoss | HardNegativeSoftmaxLoss, PostProcessor]:
-    return build_model(cfg.model), build_loss(cfg.loss), build_postprocessor(cfg.postprocess, cfg.loss)
+    """(model, criterion, post-processor) of a recipe."""
+    model = build_model(cfg.model)
+    return model, build_criterion(cfg.loss), build_postprocessor(cfg, model.anchors)
+
+
+def data_files(data: DataConfig, split: str) -> tuple[Path, Path]:
+    """(annotation JSON, image folder) of ``split`` ("train" or "val"); explicit paths win over data_root."""
+    ann, images = (data.train_json, data.train_images) if split == "train" else (data.val_json, data.val_images)
+    if not ann and data.data_root:
+        ann = str(Path(data.data_root) / "annotations" / f"instances_{split}2017.json")
+    if not images and data.data_root:
+        images = str(Path(data.data_root) / f"{split}2017")
+    if not ann or not images:
+        raise UserError(f"no {split} data: give --data-root, or --{split}-json and --{split}-images")
+    ann_path, image_dir = Path(ann), Path(images)
+    if not ann_path.is_file():
+        raise UserError(f"{ann_path}: annotation file not found")
+    if not image_dir.is_dir():
+        raise UserError(f"{image_dir}: image folder not found")
+    return ann_path, image_dir
+
+
+def load_detector(path: str | Path):
+    """(model in eval mode, post-processor, categories, Config) from a checkpoint alone."""
+    ckpt = checkpoint.load(path)
+    cfg = config.from_dict(ckpt["config"])
+    model = build_model(cfg.model, init=False)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not fit the model its config describes: {str(exc)[:300]}") from None
+    model.eval()
+    return model, build_postprocessor(cfg, model.anchors), ckpt["categories"], cfg

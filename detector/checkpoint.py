@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 
-from detector import config as config_mod
 from detector.errors import UserError
 
 FORMAT, VERSION = "detector-checkpoint", 1
@@ -96,18 +95,3 @@ def load(path: str | Path) -> dict:
         if key not in ckpt:
             raise UserError(f"{path}: checkpoint has no {key!r} entry")
     return ckpt
-
-
-def load_detector(path: str | Path):
-    """(model in eval mode, post-processor, categories, Config) from a checkpoint alone."""
-    from detector.build import build_model, build_postprocessor
-
-    ckpt = load(path)
-    cfg = config_mod.from_dict(ckpt["config"])
-    model = build_model(cfg.model, init=False)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise UserError(f"{path}: weights do not fit the model its config describes: {str(exc)[:300]}") from None
-    model.eval()
-    return model, build_postprocessor(cfg.postprocess, cfg.loss), ckpt["categories"], cfg

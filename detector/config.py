@@ -29,7 +29,7 @@ class ModelConfig:
     reduced_tail: bool = True  # "†": halve the blocks between C4 and C5 (MobileNetV3 only)
     layout: str = "paper"  # anchors: paper (3 on the lowest level, 2034 at 320) | torchvision (6 everywhere)
     num_classes: int = 90
-    image_size: list[int] = field(default_factory=lambda: [320, 320])  # (H, W) of the model input
+    image_size: tuple[int, int] = (320, 320)  # (H, W) of the model input; [H, W] in YAML
     extra_depths: list[int] = field(default_factory=lambda: [512, 256, 256, 128])
     min_depth: int = 16  # TF's floor for extra-layer depths scaled by the width multiplier
     bn_eps: float = 1e-3
@@ -116,6 +116,11 @@ def _check_type(key: str, value: object, hint: object) -> object:
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         (item,) = typing.get_args(hint)
         return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin is tuple:
+        items = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)) or len(value) != len(items):
+            raise ConfigError(f"{key}: expected a list of {len(items)} values, got {value!r}")
+        return tuple(_check_type(f"{key}[{i}]", v, item) for i, (v, item) in enumerate(zip(value, items)))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):
@@ -152,7 +157,10 @@ def from_dict(data: dict) -> Config:
 
 
 def to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
+    """Nested plain data (tuples as lists), as YAML files and checkpoints hold it."""
+    return dataclasses.asdict(
+        cfg, dict_factory=lambda items: {k: list(v) if isinstance(v, tuple) else v for k, v in items}
+    )
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

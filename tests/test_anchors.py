@@ -68,7 +68,7 @@ def test_torchvision_layout_equals_default_box_generator():
 
 
 def test_non_square_input_keeps_map_sizes_and_centres():
-    model = build_model(ModelConfig(image_size=[256, 384], backbone="mobilenet_v3_small")).eval()
+    model = build_model(ModelConfig(image_size=(256, 384), backbone="mobilenet_v3_small")).eval()
     assert model.feature_sizes == [(16, 24), (8, 12), (4, 6), (2, 3), (1, 2), (1, 1)]
     boxes, logits = model(torch.rand(1, 3, 256, 384))
     assert boxes.shape[1] == logits.shape[1] == model.anchors.shape[0]

@@ -3,7 +3,7 @@ import torch
 import torchvision
 
 from detector.backbones.mobilenet_v3 import block_specs, load_torchvision_state_dict, mobilenet_v3
-from detector.complexity import all_params
+from detector.paper.complexity import all_params
 
 from .conftest import randomise_batchnorm
 

@@ -24,7 +24,7 @@ def test_yaml_and_overrides(tmp_path):
     path.write_text("model:\n  backbone: mobilenet_v3_small\n  width: 1\nloss:\n  kind: softmax_hnm\n")
     cfg = config.load(path, ["model.image_size=[256, 192]", "postprocess.nms_thresh=0.5"])
     assert cfg.model.backbone == "mobilenet_v3_small" and cfg.model.width == 1.0
-    assert cfg.model.image_size == [256, 192] and cfg.postprocess.nms_thresh == 0.5
+    assert cfg.model.image_size == (256, 192) and cfg.postprocess.nms_thresh == 0.5
     assert config.from_dict(config.to_dict(cfg)) == cfg
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from detector.data.coco_dataset import CocoDetection
+from detector.data.dataset import CocoDetection
 from detector.data.image_io import read_image
 from detector.data.transforms import apply_transform, build_transform
 from detector.errors import UserError

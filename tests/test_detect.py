@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from detector import checkpoint
+from detector.app.sources import LiveSource, open_source, safe_name
 from detector.build import build_model
 from detector.config import Config, ModelConfig, to_dict
 from detector.errors import UserError
-from detector.sources import LiveSource, open_source, safe_name
 
 from .conftest import ROOT, randomise_batchnorm, run_tool
 
@@ -29,7 +29,7 @@ def small_checkpoint(path) -> None:
     """A 128x128 MobileNetV3-Small SSDLite with 3 classes whose scores are spread out (no ties), like a trained
     model's: random BatchNorm statistics and wide head weights."""
     cfg = Config()
-    cfg.model = ModelConfig(backbone="mobilenet_v3_small", image_size=[128, 128], num_classes=3)
+    cfg.model = ModelConfig(backbone="mobilenet_v3_small", image_size=(128, 128), num_classes=3)
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
     randomise_batchnorm(model)

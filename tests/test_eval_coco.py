@@ -4,7 +4,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detector.evaluation import STAT_KEYS
+from detector.evaluation.coco_eval import STAT_KEYS
 
 from .conftest import run_tool
 from .data_fixtures import tiny_dataset
@@ -78,7 +78,7 @@ def test_weights_on_a_dataset_writes_everything(tmp_path):
 
     data = tiny_dataset(tmp_path / "data", train=1, val=4)
     cfg = Config()
-    cfg.model = ModelConfig(backbone="mobilenet_v3_small", image_size=[64, 64], num_classes=5)
+    cfg.model = ModelConfig(backbone="mobilenet_v3_small", image_size=(64, 64), num_classes=5)
     torch.manual_seed(0)
     ckpt = tmp_path / "m.pt"
     checkpoint.save(

@@ -8,13 +8,13 @@ import onnx
 import pytest
 import torch
 
-from detector import checkpoint
-from detector.export_check import Parity, nms_parity, sample_inputs
-from detector.export_onnx import RawOutputs, export_raw, metadata, save
-from detector.export_torchscript import export_torchscript, load_torchscript
-from detector.fuse import count_batchnorms, fuse_for_inference
-from detector.inference import Detector
-from detector.onnx_detector import OnnxDetector, session
+from detector import build
+from detector.deploy.fuse import count_batchnorms, fuse_for_inference
+from detector.deploy.onnx_export import RawOutputs, export_raw, metadata, save
+from detector.deploy.onnx_runtime import OnnxDetector, session
+from detector.deploy.parity import Parity, nms_parity, sample_inputs
+from detector.deploy.torch_runtime import Detector
+from detector.deploy.torchscript import export_torchscript, load_torchscript
 
 from .conftest import run_tool
 from .test_detect import ENV, SIZES, detect, read_lines, smooth_image
@@ -26,7 +26,7 @@ from .test_detect import weights as weights  # noqa: F401
 @pytest.fixture(scope="module")
 def raw_onnx(weights):
     """The checkpoint's raw graph (batch 1) written in-process, as tools/export.py writes it."""
-    model, post, categories, cfg = checkpoint.load_detector(weights)
+    model, post, categories, cfg = build.load_detector(weights)
     path = weights.with_name("raw.onnx")
     export_raw(model, post, path)
     save(onnx.load(str(path)), path, metadata(cfg, post, categories, "raw", "fp32", weights.name))
@@ -55,7 +55,7 @@ def assert_same_detections(a: dict, b: dict, box_atol: float = 0.01, score_atol:
 
 
 def test_fused_model_equals_the_unfused_one(weights):
-    model, *_ = checkpoint.load_detector(weights)
+    model, *_ = build.load_detector(weights)
     fused = fuse_for_inference(model, channels_last=True)
     assert count_batchnorms(model) > 0 and count_batchnorms(fused) == 0
     x = torch.rand(2, 3, 128, 128)
@@ -164,7 +164,7 @@ def test_int8_export_runs_and_reports_accuracy(weights, tmp_path):
 
 
 def test_torchscript_export_matches(weights, tmp_path):
-    model, post, categories, cfg = checkpoint.load_detector(weights)
+    model, post, categories, cfg = build.load_detector(weights)
     path = tmp_path / "small.torchscript.pt"
     export_torchscript(model, post, path, metadata(cfg, post, categories, "raw", "fp32", "small.pt"))
     module, props = load_torchscript(path)
@@ -181,7 +181,7 @@ def test_parity_verdicts(weights, raw_onnx):
     assert not Parity(detections=99, reference_detections=100, matched=99).ok
     assert Parity(detections=100, reference_detections=100, matched=100).ok
     # a raw graph passed off as NMS outputs of the wrong model cannot match
-    model, post, *_ = checkpoint.load_detector(weights)
+    model, post, *_ = build.load_detector(weights)
     run = session(raw_onnx, threads=1)
     reference = RawOutputs(model, post).eval()
 

@@ -18,7 +18,7 @@ BACKBONES = [
 def test_gradients_reach_every_parameter(backbone, width, reduced, layout, loss):
     cfg = Config()
     cfg.model = ModelConfig(
-        backbone=backbone, width=width, reduced_tail=reduced, layout=layout, num_classes=3, image_size=[128, 128]
+        backbone=backbone, width=width, reduced_tail=reduced, layout=layout, num_classes=3, image_size=(128, 128)
     )
     cfg.loss.kind = loss
     model, criterion, _ = build_all(cfg)
@@ -40,7 +40,7 @@ def test_gradients_reach_every_parameter(backbone, width, reduced, layout, loss)
 
 
 def test_same_raw_outputs_in_train_and_eval_mode():
-    model = build_model(ModelConfig(backbone="mobilenet_v3_small", image_size=[96, 96]))
+    model = build_model(ModelConfig(backbone="mobilenet_v3_small", image_size=(96, 96)))
     x = torch.rand(2, 3, 96, 96)
     with torch.no_grad():
         model.eval()
@@ -51,7 +51,7 @@ def test_same_raw_outputs_in_train_and_eval_mode():
 
 
 def test_wrong_input_size_is_a_clear_error():
-    model = build_model(ModelConfig(backbone="mobilenet_v3_small", image_size=[96, 96])).eval()
+    model = build_model(ModelConfig(backbone="mobilenet_v3_small", image_size=(96, 96))).eval()
     with pytest.raises(ValueError, match=r"takes \(96, 96\)"):
         model(torch.rand(1, 3, 64, 64))
 

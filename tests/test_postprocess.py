@@ -45,23 +45,21 @@ def test_equals_a_per_class_loop(thresh, iou, topk, max_det, score_fn, sampled, 
     # Every candidate route (a top-k over all values, a sampled bound, thresholding first) gives the same answer.
     monkeypatch.setattr(postprocess, "SAMPLED_ROUTES", sampled)
     monkeypatch.setattr(postprocess, "THRESHOLD_FIRST", threshold_first)
-    post = PostProcessor(score_fn, thresh, iou, topk, max_det)
     for _ in range(3):
         anchors, codes, logits = _random_case(2034, 90)
-        boxes = post.boxes(codes, anchors, (320, 320))
+        post = PostProcessor(score_fn, thresh, iou, topk, max_det, (320, 320), anchors)
+        boxes = post.boxes(codes)
         scores = post.scores(logits)
         b, s, lab = per_class_loop(boxes, scores, thresh, iou, topk, max_det)
-        for got in (post.select(codes, logits, anchors, (320, 320)), post.select_boxes(boxes, scores)):
+        for got in (post.select(codes, logits), post.select_boxes(boxes, scores)):
             assert torch.equal(got["scores"], s)
             assert torch.equal(got["labels"], lab)
             assert torch.equal(got["boxes"], b)
 
 
 def test_nothing_above_threshold_gives_empty_results():
-    post = PostProcessor("sigmoid", 0.5, 0.6, 100, 100)
-    out = post(
-        torch.zeros(2, 10, 4), torch.full((2, 10, 5), -20.0), torch.rand(10, 4) + torch.tensor([0, 0, 2, 2]), (32, 32)
-    )
+    post = PostProcessor("sigmoid", 0.5, 0.6, 100, 100, (32, 32), torch.rand(10, 4) + torch.tensor([0, 0, 2, 2]))
+    out = post(torch.zeros(2, 10, 4), torch.full((2, 10, 5), -20.0))
     assert [len(o["scores"]) for o in out] == [0, 0]
     assert out[0]["boxes"].shape == (0, 4) and out[0]["labels"].dtype == torch.int64
 
@@ -69,12 +67,12 @@ def test_nothing_above_threshold_gives_empty_results():
 def test_softmax_drops_the_background_slot_and_boxes_scale_to_the_image():
     anchors = torch.tensor([[0.0, 0.0, 16.0, 16.0], [16.0, 16.0, 32.0, 32.0]])
     logits = torch.tensor([[[5.0, 0.0, 0.0], [0.0, 5.0, 0.0]]])  # anchor 0 is background, 1 is class 1
-    out = PostProcessor("softmax", 0.5, 0.5, 10, 10)(torch.zeros(1, 2, 4), logits, anchors, (32, 32), [(64, 320)])
+    out = PostProcessor("softmax", 0.5, 0.5, 10, 10, (32, 32), anchors)(torch.zeros(1, 2, 4), logits, [(64, 320)])
     assert out[0]["labels"].tolist() == [1]
     torch.testing.assert_close(out[0]["boxes"], torch.tensor([[160.0, 32.0, 320.0, 64.0]]))
 
 
 def test_boxes_are_clipped_to_the_input():
     anchors = torch.tensor([[-10.0, -10.0, 50.0, 50.0]])
-    out = PostProcessor("sigmoid", 0.0, 0.5, 10, 10)(torch.zeros(1, 1, 4), torch.ones(1, 1, 2), anchors, (32, 40))
+    out = PostProcessor("sigmoid", 0.0, 0.5, 10, 10, (32, 40), anchors)(torch.zeros(1, 1, 4), torch.ones(1, 1, 2))
     torch.testing.assert_close(out[0]["boxes"], torch.tensor([[0.0, 0.0, 40.0, 32.0]]))

@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from detector.qdq_hard_sigmoid import OUTPUT_SCALE, rewrite_hard_sigmoids
+from detector.deploy.qdq_hard_sigmoid import OUTPUT_SCALE, rewrite_hard_sigmoids
 
 
 def qdq_graph(x_scale: float, x_zero: int, y_scale: float, y_zero: int, alpha: float = 1 / 6) -> onnx.ModelProto:

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from detector.build import build_model
-from detector.complexity import all_params, conv_params, multiply_adds
 from detector.config import ModelConfig
-from detector.table6 import ROWS, row_named
+from detector.paper.complexity import all_params, conv_params, multiply_adds
+from detector.paper.table6 import ROWS, row_named
 
 from .conftest import run_tool
 

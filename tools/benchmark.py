@@ -39,14 +39,16 @@ import onnxruntime
 import torch
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
-from detector import checkpoint, cli
+from detector import build, cli
 from detector.build import build_model, build_postprocessor
 from detector.config import Config, LossConfig, PostprocessConfig
 from detector.data.image_io import preprocess
-from detector.export_onnx import append_nms, export_raw, metadata, save
-from detector.fuse import fuse_for_inference
-from detector.inference import Detector
-from detector.latency import (
+from detector.deploy.fuse import fuse_for_inference
+from detector.deploy.onnx_export import append_nms, export_raw, metadata, save
+from detector.deploy.onnx_runtime import OnnxDetector
+from detector.deploy.quantize import ImageCalibration, quantize_raw
+from detector.deploy.torch_runtime import Detector
+from detector.paper.latency import (
     Timing,
     calibrate_batchnorm,
     detector_call,
@@ -55,10 +57,8 @@ from detector.latency import (
     torchvision_calls,
     torchvision_images,
 )
-from detector.onnx_detector import OnnxDetector
-from detector.quantize import ImageCalibration, quantize_raw
-from detector.table6 import REFERENCE_ROW, row_named
-from detector.torchvision_ssdlite import TORCHVISION_CONFIG, coco_categories, convert_state_dict
+from detector.paper.table6 import REFERENCE_ROW, row_named
+from detector.paper.torchvision_ssdlite import TORCHVISION_CONFIG, coco_categories, convert_state_dict
 
 log = logging.getLogger("benchmark")
 SCORE_THRESH = 0.001  # torchvision's
@@ -98,7 +98,7 @@ def parse_args() -> argparse.Namespace:
 def our_model(weights: str | None):
     """(model, post-processor with threshold 0.001, categories, Config, name) of --weights or the V3† model."""
     if weights:
-        model, post, categories, cfg = checkpoint.load_detector(weights)
+        model, post, categories, cfg = build.load_detector(weights)
         post.score_thresh = SCORE_THRESH
         return model, post, categories, cfg, Path(weights).name
     cfg = Config(
@@ -107,7 +107,7 @@ def our_model(weights: str | None):
         postprocess=PostprocessConfig(score_thresh=SCORE_THRESH),
     )
     model = build_model(cfg.model).eval()
-    return model, build_postprocessor(cfg.postprocess, cfg.loss), coco_categories(), cfg, f"{REFERENCE_ROW} (paper)"
+    return model, build_postprocessor(cfg, model.anchors), coco_categories(), cfg, f"{REFERENCE_ROW} (paper)"
 
 
 def onnx_files(model, post, categories, cfg, tmp: Path, calib_count: int) -> dict[str, Path]:
@@ -122,7 +122,7 @@ def onnx_files(model, post, categories, cfg, tmp: Path, calib_count: int) -> dic
     for i, frame in enumerate(synthetic_frames(calib_count, seed=1)):
         calib.append(tmp / f"calib{i}.png")
         cv2.imwrite(str(calib[-1]), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    quantize_raw(raw, tmp / "raw.int8.onnx", ImageCalibration(calib, tuple(cfg.model.image_size)))
+    quantize_raw(raw, tmp / "raw.int8.onnx", ImageCalibration(calib, cfg.model.image_size))
     save(onnx.load(str(tmp / "raw.int8.onnx")), files["int8"],
          metadata(cfg, post, categories, "raw", "int8", "benchmark"))  # fmt: skip
     return files
@@ -191,7 +191,7 @@ def main() -> int:
         calibrate_batchnorm(tv, lambda: tv.head(list(tv.backbone(tv.transform(images)[0].tensors).values())))
     tv_ours = build_model(TORCHVISION_CONFIG.model, init=False)
     tv_ours.load_state_dict(convert_state_dict(tv.state_dict(), tv_ours))
-    tv_post = build_postprocessor(TORCHVISION_CONFIG.postprocess, TORCHVISION_CONFIG.loss)
+    tv_post = build_postprocessor(TORCHVISION_CONFIG, tv_ours.anchors)
     model, post, categories, cfg, name = our_model(args.weights)
     if not args.weights and not args.fresh_init:
         calibrate_batchnorm(model, lambda: model(preprocess(stats_frames, model.image_size)))

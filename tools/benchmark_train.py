@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from detector import cli
-from detector.build import build_loss, build_model
+from detector.build import build_criterion, build_model
 from detector.config import LossConfig, ModelConfig
 from detector.data.image_io import read_image
 from detector.data.synthetic import render_image
@@ -105,7 +105,7 @@ def train_step_rate(kind: str, batch: int, steps: int, device: torch.device) -> 
     else:
         layout, loss = ("torchvision", "softmax_hnm") if kind == "ours-torchvision-layout" else ("paper", "focal")
         model = build_model(ModelConfig(layout=layout)).to(device).train()
-        criterion = build_loss(LossConfig(kind=loss))
+        criterion = build_criterion(LossConfig(kind=loss))
         if amp:
             model = model.to(memory_format=torch.channels_last)
 

@@ -13,12 +13,12 @@ import argparse
 import sys
 
 from detector import cli
+from detector.build import data_files
 from detector.config import DataConfig
-from detector.data.coco_dataset import read_coco_records
-from detector.data.paths import resolve
+from detector.data.dataset import read_coco_records
 from detector.data.preflight import check_images
 from detector.errors import UserError
-from detector.evaluation import read_annotation_json
+from detector.evaluation.coco_eval import read_annotation_json
 
 
 def main() -> int:
@@ -33,7 +33,7 @@ def main() -> int:
         data.train_json, data.train_images = args.json or "", args.images or ""
     else:
         data.val_json, data.val_images = args.json or "", args.images or ""
-    ann, images = resolve(data, args.split)
+    ann, images = data_files(data, args.split)
     records, categories, report = read_coco_records(read_annotation_json(ann), ann, images)
     usable = check_images(records, report, progress=sys.stderr.isatty())
     for kind, where in report.problems:

@@ -15,7 +15,7 @@ import logging
 from detector import checkpoint, cli, config
 from detector.build import build_model
 from detector.errors import UserError
-from detector.torchvision_ssdlite import TORCHVISION_CONFIG, coco_categories, convert_state_dict
+from detector.paper.torchvision_ssdlite import TORCHVISION_CONFIG, coco_categories, convert_state_dict
 
 log = logging.getLogger("convert_torchvision")
 

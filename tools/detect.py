@@ -33,12 +33,13 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from detector import checkpoint, cli, draw
+from detector import build, cli
+from detector.app import draw
+from detector.app.sources import Frame, LiveSource, open_source
+from detector.app.video_writer import Mp4Writer
+from detector.deploy.fuse import fuse_for_inference
+from detector.deploy.torch_runtime import Detector, StageTimes, resolve_device
 from detector.errors import UserError
-from detector.fuse import fuse_for_inference
-from detector.inference import Detector, StageTimes, resolve_device
-from detector.sources import Frame, LiveSource, open_source
-from detector.video_writer import Mp4Writer
 
 log = logging.getLogger("detect")
 
@@ -79,7 +80,7 @@ def load(args: argparse.Namespace):
         torch.set_num_threads(args.threads)
     if Path(args.weights).suffix.lower() == ".onnx":
         try:  # onnx and onnxruntime are the optional "export" extra
-            from detector.onnx_detector import OnnxDetector
+            from detector.deploy.onnx_runtime import OnnxDetector
         except ImportError as exc:
             raise UserError(
                 f"--weights {args.weights}: running ONNX files needs {exc.name} (pip install '.[export]')"
@@ -87,7 +88,7 @@ def load(args: argparse.Namespace):
         if args.half:
             raise UserError("--half applies to checkpoints; an ONNX file runs in the precision it was exported in")
         return OnnxDetector(args.weights, args.device, args.threads)
-    model, post, categories, cfg = checkpoint.load_detector(args.weights)
+    model, post, categories, cfg = build.load_detector(args.weights)
     on_cpu = resolve_device(args.device).type == "cpu"
     return Detector(fuse_for_inference(model, channels_last=on_cpu), post, categories, cfg, args.device, args.half)
 

@@ -17,16 +17,17 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from detector import checkpoint, cli
+from detector import build, cli
+from detector.build import data_files
 from detector.config import DataConfig
-from detector.data.coco_dataset import CocoDetection, collate
-from detector.data.paths import resolve
+from detector.data.dataset import CocoDetection, collate
 from detector.data.transforms import build_transform
+from detector.deploy.torch_runtime import resolve_device
 from detector.errors import UserError
-from detector.evaluation import evaluate, load_coco
-from detector.evaluation_report import plot_precision_recall, summary_lines
-from detector.inference import resolve_device
-from detector.predict import predict_coco
+from detector.evaluation.coco_eval import evaluate, load_coco
+from detector.evaluation.predict import predict_coco
+from detector.evaluation.report import plot_precision_recall, summary_lines
+from detector.ssd.detections import LabelMap
 
 log = logging.getLogger("eval_coco")
 
@@ -58,18 +59,18 @@ def main() -> int:
         if not isinstance(detections, list):
             raise UserError(f"{args.detections}: expected a JSON list of COCO results")
     elif args.weights:
-        model, post, categories, cfg = checkpoint.load_detector(args.weights)
+        model, post, categories, cfg = build.load_detector(args.weights)
         data = DataConfig(
             data_root=args.data_root or "", val_json=args.val_json or "", val_images=args.val_images or ""
         )
-        ann, images = resolve(data, "val")
+        ann, images = data_files(data, "val")
         device = resolve_device(args.device)
-        dataset = CocoDetection(ann, images, build_transform((cfg.model.image_size[0], cfg.model.image_size[1])))
+        dataset = CocoDetection(ann, images, build_transform(cfg.model.image_size))
         if [c["id"] for c in dataset.categories] != [c["id"] for c in categories]:
             log.warning("the dataset's category ids differ from the checkpoint's; results use the checkpoint's")
         loader = DataLoader(dataset, args.batch_size, num_workers=args.workers, collate_fn=collate)
-        detections = predict_coco(model.to(device), post, loader, [c["id"] for c in categories], device)
-        gt = dataset.coco
+        detections = predict_coco(model.to(device), post, loader, LabelMap(categories), device)
+        gt = load_coco(ann)
         model_info = {
             "backbone": cfg.model.backbone,
             "width": cfg.model.width,

@@ -25,15 +25,15 @@ import onnx
 import torch
 from tqdm import tqdm
 
-from detector import checkpoint, cli
+from detector import build, cli
 from detector.data.image_io import read_image
+from detector.deploy.onnx_export import RawOutputs, append_nms, export_raw, metadata, save
+from detector.deploy.onnx_runtime import OnnxDetector, session
+from detector.deploy.parity import int8_drift, nms_parity, raw_parity, sample_inputs
+from detector.deploy.quantize import ImageCalibration, calibration_files, quantize_raw
+from detector.deploy.torchscript import export_torchscript, load_torchscript
 from detector.errors import UserError
-from detector.evaluation import evaluate, load_coco, to_coco_results
-from detector.export_check import int8_drift, nms_parity, raw_parity, sample_inputs
-from detector.export_onnx import RawOutputs, append_nms, export_raw, metadata, save
-from detector.export_torchscript import export_torchscript, load_torchscript
-from detector.onnx_detector import OnnxDetector, session
-from detector.quantize import ImageCalibration, calibration_files, quantize_raw
+from detector.evaluation.coco_eval import evaluate, load_coco, to_coco_results
 
 log = logging.getLogger("export")
 
@@ -150,8 +150,8 @@ def main() -> int:
     args = parse_args()
     cli.setup_logging()
     out = Path(args.out) if args.out else default_out(args)
-    model, post, categories, cfg = checkpoint.load_detector(args.weights)
-    size = (cfg.model.image_size[0], cfg.model.image_size[1])
+    model, post, categories, cfg = build.load_detector(args.weights)
+    size = cfg.model.image_size
     samples = sample_inputs(size, 2)
     outputs, precision = ("nms" if args.nms else "raw"), ("int8" if args.int8 else "fp32")
     props = metadata(cfg, post, categories, outputs, precision, Path(args.weights).name)

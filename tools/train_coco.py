@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from detector import checkpoint, cli, config
-from detector.data.coco_dataset import CocoDetection
-from detector.data.paths import resolve
+from detector.build import data_files
+from detector.data.dataset import CocoDetection
 from detector.data.transforms import build_transform
 from detector.errors import UserError
 from detector.training import distributed
@@ -91,14 +91,14 @@ def main() -> int:
         logging.getLogger().setLevel(logging.WARNING)
     seed_everything(cfg.train.seed + dist.rank)
     try:
-        size = (cfg.model.image_size[0], cfg.model.image_size[1])
-        train_json, train_images = resolve(cfg.data, "train")
+        size = cfg.model.image_size
+        train_json, train_images = data_files(cfg.data, "train")
         train_set = CocoDetection(
             train_json, train_images, build_transform(size, cfg.data.augment, cfg.data.zoom_out_max), cfg.train.seed
         )
         val_set = None
         if not args.no_val:
-            val_json, val_images = resolve(cfg.data, "val")
+            val_json, val_images = data_files(cfg.data, "val")
             val_set = CocoDetection(val_json, val_images, build_transform(size), preflight=cfg.data.preflight)
         if cfg.model.num_classes != len(train_set.categories):
             log.info("model.num_classes set to the dataset's %d categories", len(train_set.categories))

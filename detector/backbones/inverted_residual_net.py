@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from detector.layers import BN_EPS, BN_MOMENTUM, ConvBNAct, InvertedResidual, activation
+from detector.backbones.layers import TF_BATCH_NORM, ConvBNAct, InvertedResidual, NormLayer, activation
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,10 @@ class InvertedResidualNet(nn.Module):
         c4_block: int,
         classifier: ClassifierSpec | None = None,
         se_gate: str = "hsigmoid",
-        bn_eps: float = BN_EPS,
-        bn_momentum: float = BN_MOMENTUM,
+        norm_layer: NormLayer = TF_BATCH_NORM,
     ) -> None:
         super().__init__()
-        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        bn = {"norm_layer": norm_layer}
         self.specs = list(blocks)
         self.stem = ConvBNAct(3, stem_ch, 3, 2, act=stem_act, **bn)
         self.blocks = nn.ModuleList(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from detector.backbones.inverted_residual_net import BlockSpec, InvertedResidualNet
-from detector.layers import BN_EPS, BN_MOMENTUM, make_divisible
+from detector.backbones.layers import TF_BATCH_NORM, NormLayer, make_divisible
 
 
 class Stage(NamedTuple):
@@ -36,9 +36,7 @@ STEM, LAST_CONV = 32, 1280
 SE_RATIO = 0.25  # of the block's input channels, as in the MnasNet reference code
 
 
-def mnasnet_a1_backbone(
-    width: float = 1.0, bn_eps: float = BN_EPS, bn_momentum: float = BN_MOMENTUM
-) -> InvertedResidualNet:
+def mnasnet_a1_backbone(width: float = 1.0, norm_layer: NormLayer = TF_BATCH_NORM) -> InvertedResidualNet:
     """Detection backbone (no classifier); every width, the last conv included, follows the multiplier."""
 
     def scale(c: float) -> int:
@@ -66,6 +64,4 @@ def mnasnet_a1_backbone(
                 )
             )
             in_ch = out
-    return InvertedResidualNet(
-        scale(STEM), "RE", specs, scale(LAST_CONV), "RE", c4_block, None, "sigmoid", bn_eps, bn_momentum
-    )
+    return InvertedResidualNet(scale(STEM), "RE", specs, scale(LAST_CONV), "RE", c4_block, None, "sigmoid", norm_layer)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from detector.layers import BN_EPS, BN_MOMENTUM, ConvBNAct, make_divisible
+from detector.backbones.layers import TF_BATCH_NORM, ConvBNAct, NormLayer, make_divisible
 
 # (output channels, stride) of the 13 depthwise-separable layers after the 32-filter 3x3 stem.
 LAYERS = (
@@ -31,28 +31,26 @@ C4_LAYER = 11
 
 
 class DepthwiseSeparable(nn.Sequential):
-    def __init__(self, in_ch: int, out_ch: int, stride: int, bn_eps: float, bn_momentum: float) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, norm_layer: NormLayer) -> None:
         super().__init__()
-        self.depthwise = ConvBNAct(
-            in_ch, in_ch, 3, stride, groups=in_ch, act="RE6", bn_eps=bn_eps, bn_momentum=bn_momentum
-        )
-        self.pointwise = ConvBNAct(in_ch, out_ch, 1, act="RE6", bn_eps=bn_eps, bn_momentum=bn_momentum)
+        self.depthwise = ConvBNAct(in_ch, in_ch, 3, stride, groups=in_ch, act="RE6", norm_layer=norm_layer)
+        self.pointwise = ConvBNAct(in_ch, out_ch, 1, act="RE6", norm_layer=norm_layer)
         self.out_channels = out_ch
 
 
 class MobileNetV1(nn.Module):
     """Detection backbone: ``forward_taps`` (N, 3, H, W) -> (C4 (N, 512w, H/16, W/16), C5 (N, 1024w, H/32, W/32))."""
 
-    def __init__(self, width: float = 1.0, bn_eps: float = BN_EPS, bn_momentum: float = BN_MOMENTUM) -> None:
+    def __init__(self, width: float = 1.0, norm_layer: NormLayer = TF_BATCH_NORM) -> None:
         super().__init__()
 
         def scale(c: float) -> int:
             return make_divisible(c * width)
 
-        self.stem = ConvBNAct(3, scale(STEM), 3, 2, act="RE6", bn_eps=bn_eps, bn_momentum=bn_momentum)
+        self.stem = ConvBNAct(3, scale(STEM), 3, 2, act="RE6", norm_layer=norm_layer)
         layers, in_ch = [], scale(STEM)
         for out, stride in LAYERS:
-            layers.append(DepthwiseSeparable(in_ch, scale(out), stride, bn_eps, bn_momentum))
+            layers.append(DepthwiseSeparable(in_ch, scale(out), stride, norm_layer))
             in_ch = scale(out)
         self.layers = nn.ModuleList(layers)
         self.c4_channels = self.layers[C4_LAYER - 1].out_channels

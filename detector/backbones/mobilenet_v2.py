@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from detector.backbones.inverted_residual_net import BlockSpec, InvertedResidualNet
-from detector.layers import BN_EPS, BN_MOMENTUM, make_divisible
+from detector.backbones.layers import TF_BATCH_NORM, NormLayer, make_divisible
 
 
 class Stage(NamedTuple):
@@ -31,9 +31,7 @@ STAGES = (
 STEM, LAST_CONV = 32, 1280
 
 
-def mobilenet_v2_backbone(
-    width: float = 1.0, bn_eps: float = BN_EPS, bn_momentum: float = BN_MOMENTUM
-) -> InvertedResidualNet:
+def mobilenet_v2_backbone(width: float = 1.0, norm_layer: NormLayer = TF_BATCH_NORM) -> InvertedResidualNet:
     """Detection backbone (no classifier). Every layer, the last 1x1 conv included, is scaled by the width
     multiplier and rounded to a multiple of 8 (at least 8): the rule that reproduces Table 6's 0.35 / 0.5 rows.
     """
@@ -53,5 +51,5 @@ def mobilenet_v2_backbone(
             specs.append(BlockSpec(in_ch, exp, out, 3, stage.stride if i == 0 else 1, "RE6"))
             in_ch = out
     return InvertedResidualNet(
-        scale(STEM), "RE6", specs, scale(LAST_CONV), "RE6", c4_block, None, bn_eps=bn_eps, bn_momentum=bn_momentum
+        scale(STEM), "RE6", specs, scale(LAST_CONV), "RE6", c4_block, None, norm_layer=norm_layer
     )

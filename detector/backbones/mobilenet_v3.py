@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 
 from detector.backbones.inverted_residual_net import BlockSpec, ClassifierSpec, InvertedResidualNet
-from detector.layers import BN_EPS, BN_MOMENTUM, make_divisible
+from detector.backbones.layers import TF_BATCH_NORM, NormLayer, make_divisible
 
 
 class Bneck(NamedTuple):
@@ -101,8 +101,7 @@ def mobilenet_v3(
     reduced_tail: bool = False,
     num_classes: int | None = 1000,
     dropout: float = 0.2,
-    bn_eps: float = BN_EPS,
-    bn_momentum: float = BN_MOMENTUM,
+    norm_layer: NormLayer = TF_BATCH_NORM,
 ) -> InvertedResidualNet:
     """MobileNetV3 ``"large"`` or ``"small"``; ``num_classes=None`` builds the detection backbone only.
 
@@ -124,8 +123,7 @@ def mobilenet_v3(
         c4_block,
         classifier,
         "hsigmoid",
-        bn_eps,
-        bn_momentum,
+        norm_layer,
     )
 
 

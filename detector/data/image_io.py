@@ -14,6 +14,9 @@ import torch
 
 from detector.errors import UserError
 
+# File name extensions read as still images (folders, globs, calibration sets); anything else is a video.
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm"}
+
 
 def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Encoded image bytes -> (H, W, 3) uint8 RGB. Raises UserError naming ``name`` when undecodable."""
@@ -42,12 +45,15 @@ def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def to_tensor(images: list[np.ndarray] | np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB arrays of one size -> (N, 3, H, W) float32 in [0, 1], the model's input."""
-    batch = np.stack(images) if isinstance(images, list) else images[None]
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+def to_model_input(images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """(N, H, W, 3) uint8 RGB batch -> (N, 3, H, W) float32 in [0, 1] on ``device``, the model's input.
+
+    The uint8 batch moves to the device first (a quarter of the bytes of float32). Every path into the model
+    (training, evaluation, detection) goes through here.
+    """
+    return images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def preprocess(images: list[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
-    """Decoded frames of any sizes -> (N, 3, H, W) float32 model input of ``size`` = (H, W)."""
-    return to_tensor([resize_rgb(im, size) for im in images])
+    """Decoded frames of any sizes -> (N, 3, H, W) float32 model input of ``size`` = (H, W), on the CPU."""
+    return to_model_input(torch.from_numpy(np.stack([resize_rgb(im, size) for im in images])))

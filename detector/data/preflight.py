@@ -12,7 +12,7 @@ import warnings
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from detector.data.coco_dataset import DatasetReport, ImageRecord
+from detector.data.annotations import DatasetReport, ImageRecord
 
 log = logging.getLogger(__name__)
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"

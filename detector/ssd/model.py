@@ -10,16 +10,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from detector.layers import BN_EPS, BN_MOMENTUM, ConvBNAct
+from detector.backbones.layers import TF_BATCH_NORM, ConvBNAct, NormLayer
 from detector.ssd.anchors import grid_anchors
 
 
 class ExtraLayer(nn.Sequential):
     """1x1 to depth/2 -> 3x3 depthwise stride 2 -> 1x1 to depth, each with BN and ReLU6 (section 6.3)."""
 
-    def __init__(self, in_ch: int, depth: int, bn_eps: float = BN_EPS, bn_momentum: float = BN_MOMENTUM) -> None:
+    def __init__(self, in_ch: int, depth: int, norm_layer: NormLayer = TF_BATCH_NORM) -> None:
         mid = depth // 2
-        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        bn = {"norm_layer": norm_layer}
         super().__init__(
             ConvBNAct(in_ch, mid, 1, act="RE6", **bn),
             ConvBNAct(mid, mid, 3, 2, groups=mid, act="RE6", **bn),
@@ -30,11 +30,9 @@ class ExtraLayer(nn.Sequential):
 class Predictor(nn.Sequential):
     """3x3 depthwise + BN + ReLU6, then a 1x1 conv with bias to ``anchors * values`` channels."""
 
-    def __init__(
-        self, in_ch: int, anchors: int, values: int, bn_eps: float = BN_EPS, bn_momentum: float = BN_MOMENTUM
-    ) -> None:
+    def __init__(self, in_ch: int, anchors: int, values: int, norm_layer: NormLayer = TF_BATCH_NORM) -> None:
         super().__init__(
-            ConvBNAct(in_ch, in_ch, 3, groups=in_ch, act="RE6", bn_eps=bn_eps, bn_momentum=bn_momentum),
+            ConvBNAct(in_ch, in_ch, 3, groups=in_ch, act="RE6", norm_layer=norm_layer),
             nn.Conv2d(in_ch, anchors * values, 1),
         )
         self.values = values
@@ -79,14 +77,13 @@ class SSDLite(nn.Module):
         anchor_pairs: list[list[tuple[float, float]]],
         num_classes: int,
         image_size: tuple[int, int],
-        bn_eps: float = BN_EPS,
-        bn_momentum: float = BN_MOMENTUM,
+        norm_layer: NormLayer = TF_BATCH_NORM,
     ) -> None:
         super().__init__()
         if len(anchor_pairs) != 2 + len(extra_depths):
             raise ValueError(f"{len(anchor_pairs)} anchor levels for {2 + len(extra_depths)} feature maps")
         self.backbone = backbone
-        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        bn = {"norm_layer": norm_layer}
         channels = [backbone.c4_channels, backbone.c5_channels]
         extras = []
         for depth in extra_depths:
@@ -94,7 +91,7 @@ class SSDLite(nn.Module):
             channels.append(depth)
         self.extras = nn.ModuleList(extras)
         self.num_classes = num_classes
-        self.image_size = tuple(image_size)
+        self.image_size = image_size
         self.box_heads = nn.ModuleList(Predictor(c, len(p), 4, **bn) for c, p in zip(channels, anchor_pairs))
         self.cls_heads = nn.ModuleList(
             Predictor(c, len(p), num_classes + 1, **bn) for c, p in zip(channels, anchor_pairs)

@@ -30,7 +30,7 @@ NMS_GROUP = 256
 
 
 class PostProcessor:
-    """Raw outputs -> detections.
+    """Raw outputs -> detections, for one model input size and anchor set.
 
     Args:
         score_fn: ``"sigmoid"`` (paper layout) or ``"softmax"`` (torchvision layout, background in slot 0).
@@ -38,15 +38,20 @@ class PostProcessor:
         nms_thresh: IoU above which a lower-scored box of the same class is suppressed.
         topk_per_class: best candidates per class entering NMS.
         max_detections: detections kept per image.
+        input_size: (H, W) of the model input, the pixels the boxes are decoded in.
+        anchors: (A, 4) float xyxy input pixels (the model's ``anchors``); None for a post-processor that only
+            takes decoded boxes (``select_boxes``, e.g. behind an exported graph that decodes them itself).
     """
 
     def __init__(
         self,
-        score_fn: str = "sigmoid",
-        score_thresh: float = 1e-8,
-        nms_thresh: float = 0.6,
-        topk_per_class: int = 100,
-        max_detections: int = 100,
+        score_fn: str,
+        score_thresh: float,
+        nms_thresh: float,
+        topk_per_class: int,
+        max_detections: int,
+        input_size: tuple[int, int],
+        anchors: torch.Tensor | None = None,
         coder: BoxCoder | None = None,
     ) -> None:
         if score_fn not in ("sigmoid", "softmax"):
@@ -54,7 +59,16 @@ class PostProcessor:
         self.score_fn = score_fn
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.topk_per_class, self.max_detections = topk_per_class, max_detections
+        self.input_size = input_size
+        self.anchors = anchors
         self.coder = coder or BoxCoder()
+
+    def _anchors_like(self, codes: torch.Tensor) -> torch.Tensor:
+        if self.anchors is None:
+            raise ValueError("this post-processor has no anchors: it takes decoded boxes only (select_boxes)")
+        if self.anchors.device != codes.device or self.anchors.dtype != codes.dtype:
+            self.anchors = self.anchors.to(codes.device, codes.dtype)  # once, on the first call
+        return self.anchors
 
     def scores(self, class_logits: torch.Tensor) -> torch.Tensor:
         """(N, A, K) logits -> (N, A, K - 1) foreground class scores in [0, 1]."""
@@ -62,9 +76,13 @@ class PostProcessor:
             return class_logits.softmax(-1)[..., 1:]
         return class_logits[..., 1:].sigmoid()
 
-    def boxes(self, box_regression: torch.Tensor, anchors: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
-        """(N, A, 4) codes -> (N, A, 4) xyxy boxes in input pixels, clipped to the input."""
-        h, w = input_size
+    def boxes(self, box_regression: torch.Tensor, anchor_index: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., A, 4) codes -> (..., A, 4) xyxy boxes in input pixels, clipped to the input; with
+        ``anchor_index`` the codes are those of these anchors only."""
+        anchors = self._anchors_like(box_regression)
+        if anchor_index is not None:
+            anchors = anchors[anchor_index]
+        h, w = self.input_size
         limits = box_regression.new_tensor([[0, 0, 0, 0], [w, h, w, h]])
         return self.coder.decode(box_regression, anchors).clamp(limits[0], limits[1])
 
@@ -72,26 +90,27 @@ class PostProcessor:
         self,
         box_regression: torch.Tensor,
         class_logits: torch.Tensor,
-        anchors: torch.Tensor,
-        input_size: tuple[int, int],
         image_sizes: list[tuple[int, int]] | None = None,
     ) -> list[dict[str, torch.Tensor]]:
-        """Detections per image: ``boxes`` (D, 4) float32 xyxy, ``scores`` (D,), ``labels`` (D,) int64 in
-        1..num_classes, best first. Boxes are in pixels of ``image_sizes[i]`` = (H, W) of each original image
-        (the input is a plain resize of it), or of the model input when ``image_sizes`` is None."""
+        """The model's raw outputs, box codes (N, A, 4) and class logits (N, A, K) -> detections per image:
+        ``boxes`` (D, 4) float32 xyxy, ``scores`` (D,), ``labels`` (D,) int64 in 1..num_classes, best first.
+        Boxes are in pixels of ``image_sizes[i]`` = (H, W) of each original image (the input is a plain resize
+        of it), or of the model input when ``image_sizes`` is None."""
         results = []
         for i in range(box_regression.shape[0]):
-            det = self.select(box_regression[i], class_logits[i], anchors, input_size)
+            det = self.select(box_regression[i], class_logits[i])
             if image_sizes is not None:
-                (h, w), (in_h, in_w) = image_sizes[i], input_size
-                det["boxes"] = det["boxes"] * det["boxes"].new_tensor([w / in_w, h / in_h, w / in_w, h / in_h])
+                det["boxes"] = self.to_image(det["boxes"], image_sizes[i])
             results.append(det)
         return results
 
-    def select(
-        self, codes: torch.Tensor, logits: torch.Tensor, anchors: torch.Tensor, input_size: tuple[int, int]
-    ) -> dict[str, torch.Tensor]:
-        """One image from raw outputs: codes (A, 4), logits (A, K), anchors (A, 4) -> detections (labels 1..K-1).
+    def to_image(self, boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+        """(D, 4) xyxy boxes in input pixels -> pixels of the (H, W) image the input was resized from."""
+        (h, w), (in_h, in_w) = image_size, self.input_size
+        return boxes * boxes.new_tensor([w / in_w, h / in_h, w / in_w, h / in_h])
+
+    def select(self, codes: torch.Tensor, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One image from raw outputs: codes (A, 4), logits (A, K) -> detections in input pixels (labels 1..K-1).
 
         Candidates are ranked without computing every score where the score function allows it (sigmoid is
         monotonic: logits rank as scores do); only the candidates' boxes are decoded.
@@ -110,7 +129,7 @@ class PostProcessor:
             0,
             to_scores,
             floor,
-            lambda a: self.boxes(codes[a], anchors[a], input_size),
+            lambda a: self.boxes(codes[a], a),
         )
 
     def select_boxes(self, boxes: torch.Tensor, scores: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -23,12 +23,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from detector import checkpoint
-from detector.build import build_loss, build_model, build_postprocessor
+from detector.build import build_criterion, build_model, build_postprocessor
 from detector.config import Config, to_dict
-from detector.data.coco_dataset import CocoDetection, collate
+from detector.data.dataset import CocoDetection, collate
+from detector.data.image_io import to_model_input
 from detector.errors import UserError
-from detector.evaluation import evaluate
-from detector.predict import predict_coco
+from detector.evaluation.coco_eval import evaluate, load_coco
+from detector.evaluation.predict import predict_coco
+from detector.ssd.detections import LabelMap
 from detector.training import distributed
 from detector.training.optim import build_optimizer, warmup_cosine
 from detector.training.sampler import ResumableSampler
@@ -89,8 +91,8 @@ class Trainer:
         self.model = model.to(self.device)
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.criterion = build_loss(cfg.loss)
-        self.post = build_postprocessor(cfg.postprocess, cfg.loss)
+        self.criterion = build_criterion(cfg.loss)
+        self.post = build_postprocessor(cfg, self.model.anchors)
         self.sampler = ResumableSampler(train_set, dist.world_size, dist.rank, t.seed)
         self.loader = DataLoader(
             train_set,
@@ -277,7 +279,7 @@ class Trainer:
     def train_step(self, images: torch.Tensor, targets: list[dict]) -> dict | None:
         """One SGD step; returns the losses averaged over processes, or None when the step was skipped."""
         t = self.cfg.train
-        x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        x = to_model_input(images, self.device)
         if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in tg.items()} for tg in targets]
@@ -331,9 +333,8 @@ class Trainer:
         metrics: dict = {}
         if self.dist.is_main and self.val_set is not None:
             loader = DataLoader(self.val_set, batch_size=16, num_workers=self.cfg.data.workers, collate_fn=collate)
-            ids = [c["id"] for c in self.categories]
-            results = predict_coco(self.eval_model(), self.post, loader, ids, self.device)
-            metrics = evaluate(self.val_set.coco, results)
+            results = predict_coco(self.eval_model(), self.post, loader, LabelMap(self.categories), self.device)
+            metrics = evaluate(load_coco(self.val_set.ann_file), results)
             log.info("AP %.4f AP50 %.4f AP75 %.4f", metrics["AP"], metrics["AP50"], metrics["AP75"])
         distributed.barrier()
         return metrics

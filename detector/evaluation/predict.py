@@ -6,7 +6,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from detector.evaluation import to_coco_results
+from detector.data.image_io import to_model_input
+from detector.evaluation.coco_eval import to_coco_results
+from detector.ssd.detections import LabelMap
 from detector.ssd.postprocess import PostProcessor
 
 
@@ -15,29 +17,22 @@ def predict_coco(
     model: torch.nn.Module,
     post: PostProcessor,
     loader: DataLoader,
-    category_ids: list[int],
+    labels: LabelMap,
     device: torch.device,
     progress: bool = True,
 ) -> list[dict]:
     """Detections of every image of ``loader`` (a CocoDetection loader with a plain resize) as COCO results.
 
-    Boxes are mapped back to each image's original size; labels 1..C map to ``category_ids``.
+    Boxes are mapped back to each image's original size; labels 1..C map to the dataset's ids by ``labels``.
     """
     was_training = model.training
     model.eval()
-    ids = torch.tensor(category_ids)
     results: list[dict] = []
     for images, targets in tqdm(loader, desc="eval", disable=not progress, leave=False):
-        x = images.to(device).permute(0, 3, 1, 2).float().div_(255.0)
-        boxes, logits = model(x)
-        input_size = tuple(x.shape[-2:])
-        dets = post(boxes.float(), logits.float(), model.anchors.float(), input_size, [t["orig_size"] for t in targets])
+        boxes, logits = model(to_model_input(images, device))
+        dets = post(boxes.float(), logits.float(), [t["orig_size"] for t in targets])
         for det, t in zip(dets, targets):
-            results += to_coco_results(
-                t["image_id"],
-                det["boxes"].cpu().numpy(),
-                det["scores"].cpu().numpy(),
-                ids[det["labels"].cpu() - 1].numpy(),
-            )
+            d = labels.detections(det["boxes"], det["scores"], det["labels"])
+            results += to_coco_results(t["image_id"], d["boxes"], d["scores"], d["category_ids"])
     model.train(was_training)
     return results

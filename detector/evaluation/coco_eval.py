@@ -7,36 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detector.errors import UserError
+from detector.data.annotations import read_annotation_json
 
 STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-
-
-def read_annotation_json(path: str | Path) -> dict:
-    """The raw annotation dict, with a one-line error for unreadable files or a missing top-level list."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read annotations: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: not a COCO annotation file: the top level is not an object")
-    for key in ("images", "annotations"):
-        if not isinstance(data.get(key), list):
-            raise UserError(f"{path}: not a COCO annotation file: no {key!r} list")
-    if not isinstance(data.get("categories", []), list):
-        raise UserError(f"{path}: 'categories' is not a list")
-    data.setdefault("categories", [])
-    return data
 
 
 def _valid_box(bbox: object) -> bool:

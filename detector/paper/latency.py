@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from detector.inference import StageTimes
+from detector.deploy.torch_runtime import StageTimes
 
 STAGES = ("pre", "model", "post", "e2e")
 

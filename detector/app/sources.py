@@ -28,12 +28,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detector.data.image_io import read_image
+from detector.data.image_io import IMAGE_EXTENSIONS, read_image
 from detector.errors import UserError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm"}
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 _CAMERA = re.compile(r"cam(\d+)")
 # FFmpeg inside OpenCV prints its own messages ("moov atom not found", "Connection refused") to stderr; we

@@ -24,7 +24,7 @@ TORCHVISION_CONFIG = Config(
         reduced_tail=True,
         layout="torchvision",
         num_classes=90,
-        image_size=[320, 320],
+        image_size=(320, 320),
     ),
     loss=LossConfig(kind="softmax_hnm"),
     postprocess=PostprocessConfig(score_thresh=0.001, nms_thresh=0.55, topk_per_class=300, max_detections=300),

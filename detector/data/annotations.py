@@ -1,13 +1,14 @@
-"""A COCO-format detection dataset: annotation checks, category mapping, decoding and transforms.
+"""COCO-format annotation files: reading the JSON and checking every record into per-image records.
 
 Category ids of the file (any set of integers) map to contiguous labels 1..C in sorted id order, and back
-through ``categories``. Images without annotations are kept (they teach background). Crowd annotations are
-kept apart (never positives). Boxes are clipped to the image; boxes of zero area and unusable records are
-dropped, each problem counted and logged with its file and annotation id.
+through the returned categories. Images without annotations are kept (they teach background). Crowd
+annotations are kept apart (never positives). Boxes are clipped to the image; boxes of zero area and unusable
+records are dropped, each problem recorded in a ``DatasetReport`` with its file and annotation id.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections import Counter
@@ -15,15 +16,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from detector.data.image_io import read_image
-from detector.data.transforms import apply_transform
 from detector.errors import UserError
-from detector.evaluation import read_annotation_json, to_coco
 
 log = logging.getLogger(__name__)
+
+
+def read_annotation_json(path: str | Path) -> dict:
+    """The raw annotation dict, with a one-line error for unreadable files or a missing top-level list."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read annotations: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a COCO annotation file: the top level is not an object")
+    for key in ("images", "annotations"):
+        if not isinstance(data.get(key), list):
+            raise UserError(f"{path}: not a COCO annotation file: no {key!r} list")
+    if not isinstance(data.get("categories", []), list):
+        raise UserError(f"{path}: 'categories' is not a list")
+    data.setdefault("categories", [])
+    return data
 
 
 @dataclass
@@ -152,83 +168,3 @@ def read_coco_records(
             )
         )
     return records, categories, report
-
-
-class CocoDetection(Dataset):
-    """Item i -> (image (H, W, 3) uint8 at the model size, target dict of tensors).
-
-    target: ``boxes`` (M, 4) float32 xyxy input pixels, ``labels`` (M,) int64 1..C, ``crowd_boxes`` (G, 4),
-    ``image_id`` int, ``orig_size`` (H, W) of the source image. An image that cannot be read is replaced by
-    the next readable one (logged once), so that a bad file does not stop a week-long run.
-    """
-
-    def __init__(
-        self, ann_file: str | Path, image_dir: str | Path, transform, seed: int = 0, preflight: bool = False
-    ) -> None:
-        data = read_annotation_json(ann_file)
-        self.records, self.categories, self.report = read_coco_records(data, ann_file, image_dir)
-        self.coco = to_coco(data)  # the ground truth for evaluation
-        if preflight:
-            from detector.data.preflight import check_images
-
-            self.records = check_images(self.records, self.report)
-        self.report.log(str(ann_file))
-        if self.report.problems:
-            log.warning(
-                "%s: %d problems in all (tools/check_dataset.py lists each); %d usable images",
-                ann_file,
-                len(self.report.problems),
-                len(self.records),
-            )
-        if not self.records:
-            raise UserError(f"{ann_file}: no usable images")
-        self.transform = transform
-        self.seed = seed
-        self.epoch = 0
-        self._bad: set[int] = set()
-
-    def set_epoch(self, epoch: int) -> None:
-        """Augmentation draws depend on (seed, epoch, index) only: resumable and worker-independent."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def load(self, index: int) -> tuple[np.ndarray, ImageRecord]:
-        rec = self.records[index]
-        return read_image(rec.path), rec
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, dict]:
-        for offset in range(len(self.records)):
-            i = (index + offset) % len(self.records)
-            if i in self._bad:
-                continue
-            try:
-                image, rec = self.load(i)
-                break
-            except UserError as exc:
-                self._bad.add(i)
-                log.warning("skipping unreadable image: %s", exc)
-        else:
-            raise UserError("no readable image in the dataset")
-        boxes = np.concatenate([rec.boxes, rec.crowd])
-        labels = np.concatenate([rec.labels, -np.ones(len(rec.crowd), np.int64)])
-        # Clip again against the decoded size: the JSON's width/height may be wrong.
-        h, w = image.shape[:2]
-        boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
-        ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        seed = (self.seed * 1_000_003 + self.epoch * 100_003 + index) % 2**32
-        image, boxes, labels = apply_transform(self.transform, image, boxes[ok], labels[ok], seed)
-        crowd = labels < 0
-        return image, {
-            "boxes": torch.from_numpy(boxes[~crowd]),
-            "labels": torch.from_numpy(labels[~crowd]),
-            "crowd_boxes": torch.from_numpy(boxes[crowd]),
-            "image_id": rec.image_id,
-            "orig_size": (h, w),
-        }
-
-
-def collate(batch: list[tuple[np.ndarray, dict]]) -> tuple[torch.Tensor, list[dict]]:
-    """-> images (N, H, W, 3) uint8 (converted to float on the device), list of targets."""
-    return torch.from_numpy(np.stack([b[0] for b in batch])), [b[1] for b in batch]

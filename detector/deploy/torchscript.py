@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from detector.export_onnx import RawOutputs
-from detector.fuse import fuse_for_inference
+from detector.deploy.fuse import fuse_for_inference
+from detector.deploy.onnx_export import RawOutputs
 from detector.ssd.postprocess import PostProcessor
 
 EXTRA_FILE = "detector.json"

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detector.evaluation import STAT_KEYS
+from detector.evaluation.coco_eval import STAT_KEYS
 
 LABELS = {
     "AP": "AP @[IoU=0.50:0.95 | area=all | maxDets=100]",

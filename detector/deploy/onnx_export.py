@@ -28,7 +28,7 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from detector.config import Config, to_dict
-from detector.fuse import fuse_for_inference
+from detector.deploy.fuse import fuse_for_inference
 from detector.ssd.postprocess import PostProcessor
 
 FORMAT = "detector-onnx/1"
@@ -46,7 +46,7 @@ class RawOutputs(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         codes, logits = self.model(images)
-        return self.post.boxes(codes, self.model.anchors, self.model.image_size), self.post.scores(logits)
+        return self.post.boxes(codes), self.post.scores(logits)
 
 
 class _NonMaxSuppression(torch.autograd.Function):

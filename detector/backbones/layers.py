@@ -5,12 +5,23 @@ All convolutions here take and return NCHW float tensors.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 from torch import nn
 
-# Batch-norm settings of the TF detection setup (reference file, section 2): eps 1e-3, decay 0.97.
-BN_EPS = 1e-3
-BN_MOMENTUM = 0.03
+# A normalisation layer factory: channels -> module (BatchNorm2d with fixed settings, SyncBatchNorm, ...).
+NormLayer = Callable[[int], nn.Module]
+
+
+def batch_norm(eps: float = 1e-3, momentum: float = 0.03) -> NormLayer:
+    """``nn.BatchNorm2d`` with these settings; the defaults are the TF detection setup's (docs/paper.md,
+    section 2): eps 1e-3, decay 0.97 (PyTorch momentum = 1 - decay)."""
+    return partial(nn.BatchNorm2d, eps=eps, momentum=momentum)
+
+
+TF_BATCH_NORM = batch_norm()
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -46,12 +57,11 @@ class ConvBNAct(nn.Sequential):
         stride: int = 1,
         groups: int = 1,
         act: str = "RE",
-        bn_eps: float = BN_EPS,
-        bn_momentum: float = BN_MOMENTUM,
+        norm_layer: NormLayer = TF_BATCH_NORM,
     ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(out_ch, eps=bn_eps, momentum=bn_momentum)
+        self.bn = norm_layer(out_ch)
         self.act = activation(act)
         self.out_channels = out_ch
 
@@ -92,11 +102,10 @@ class InvertedResidual(nn.Module):
         se_channels: int = 0,
         se_gate: str = "hsigmoid",
         residual: bool = True,
-        bn_eps: float = BN_EPS,
-        bn_momentum: float = BN_MOMENTUM,
+        norm_layer: NormLayer = TF_BATCH_NORM,
     ) -> None:
         super().__init__()
-        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        bn = {"norm_layer": norm_layer}
         self.expand = ConvBNAct(in_ch, exp_ch, 1, act=act, **bn) if exp_ch != in_ch else None
         self.depthwise = ConvBNAct(exp_ch, exp_ch, kernel, stride, groups=exp_ch, act=act, **bn)
         self.se = SqueezeExcite(exp_ch, se_channels, se_gate) if se_channels else nn.Identity()

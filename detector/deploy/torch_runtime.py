@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector import checkpoint
+from detector import build
 from detector.config import Config
 from detector.data.image_io import preprocess
 from detector.errors import UserError
+from detector.ssd.detections import LabelMap
 
 
 @dataclass
@@ -79,15 +80,14 @@ class Detector:
         self.model = model.to(self.device, self.dtype).eval()
         self.post = postprocessor
         self.cfg = cfg
-        self.categories = categories
-        self.input_size = (cfg.model.image_size[0], cfg.model.image_size[1])
-        self.category_ids = np.array([c["id"] for c in categories], dtype=np.int64)
-        self.names = [c["name"] for c in categories]
+        self.labels = LabelMap(categories)
+        self.categories, self.names = categories, self.labels.names
+        self.input_size = cfg.model.image_size
         self.times = StageTimes()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", half: bool = False) -> Detector:
-        model, post, categories, cfg = checkpoint.load_detector(path)
+        model, post, categories, cfg = build.load_detector(path)
         return cls(model, post, categories, cfg, device, half)
 
     def _sync(self) -> None:
@@ -105,19 +105,8 @@ class Detector:
         boxes, logits = self.model(batch)
         self._sync()
         t2 = time.perf_counter()
-        dets = self.post(boxes.float(), logits.float(), self.model.anchors.float(), self.input_size,
-                         [f.shape[:2] for f in frames])  # fmt: skip
-        results = [self._to_numpy(d) for d in dets]
+        dets = self.post(boxes.float(), logits.float(), [f.shape[:2] for f in frames])
+        results = [self.labels.detections(d["boxes"], d["scores"], d["labels"]) for d in dets]
         t3 = time.perf_counter()
         self.times.record(t0, t1, t2, t3, len(frames))
         return results
-
-    def _to_numpy(self, det: dict[str, torch.Tensor]) -> dict:
-        labels = det["labels"].cpu().numpy()
-        return {
-            "boxes": det["boxes"].cpu().numpy().astype(np.float32),
-            "scores": det["scores"].cpu().numpy().astype(np.float32),
-            "labels": labels,
-            "category_ids": self.category_ids[labels - 1],
-            "names": [self.names[i - 1] for i in labels.tolist()],
-        }

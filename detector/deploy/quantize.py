@@ -18,10 +18,9 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from tqdm import tqdm
 
-from detector.data.image_io import preprocess, read_image
+from detector.data.image_io import IMAGE_EXTENSIONS, preprocess, read_image
+from detector.deploy.qdq_hard_sigmoid import rewrite_hard_sigmoids
 from detector.errors import UserError
-from detector.qdq_hard_sigmoid import rewrite_hard_sigmoids
-from detector.sources import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,10 @@ import onnxruntime as ort
 import torch
 
 from detector.data.image_io import preprocess
+from detector.deploy.onnx_export import FORMAT
+from detector.deploy.torch_runtime import StageTimes
 from detector.errors import UserError
-from detector.export_onnx import FORMAT
-from detector.inference import StageTimes
+from detector.ssd.detections import LabelMap
 from detector.ssd.postprocess import PostProcessor
 
 
@@ -74,10 +75,9 @@ class OnnxDetector:
         h, w = json.loads(props["detector.input_size"])
         self.input_size = (int(h), int(w))
         settings = json.loads(props["detector.postprocess"])
-        self.post = PostProcessor(props["detector.score_fn"], **settings)
-        self.categories = json.loads(props["detector.categories"])
-        self.category_ids = np.array([c["id"] for c in self.categories], dtype=np.int64)
-        self.names = [c["name"] for c in self.categories]
+        self.post = PostProcessor(props["detector.score_fn"], **settings, input_size=self.input_size)
+        self.labels = LabelMap(json.loads(props["detector.categories"]))
+        self.categories, self.names = self.labels.categories, self.labels.names
         self.session = session(self.path, threads, device)
         batch = self.session.get_inputs()[0].shape[0]
         self.max_batch = batch if isinstance(batch, int) else None  # None: any batch size
@@ -99,28 +99,16 @@ class OnnxDetector:
         outputs = self.session.run(None, {"images": batch})
         t2 = time.perf_counter()
         if self.outputs == "nms":
-            image, boxes, scores, labels = outputs
-            dets = [(boxes[image == i], scores[image == i], labels[image == i]) for i in range(len(frames))]
+            image, boxes, scores, labels = (torch.from_numpy(o) for o in outputs)
+            dets = [{"boxes": boxes[image == i], "scores": scores[image == i], "labels": labels[image == i]}
+                    for i in range(len(frames))]  # fmt: skip
         else:
-            boxes_t, scores_t = torch.from_numpy(outputs[0]), torch.from_numpy(outputs[1])
-            dets = []
-            for i in range(len(frames)):
-                d = self.post.select_boxes(boxes_t[i], scores_t[i])
-                dets.append((d["boxes"].numpy(), d["scores"].numpy(), d["labels"].numpy()))
-        results = [self._result(*d, frame.shape[:2]) for d, frame in zip(dets, frames)]
+            boxes, scores = torch.from_numpy(outputs[0]), torch.from_numpy(outputs[1])
+            dets = [self.post.select_boxes(boxes[i], scores[i]) for i in range(len(frames))]
+        results = [
+            self.labels.detections(self.post.to_image(d["boxes"], frame.shape[:2]), d["scores"], d["labels"])
+            for d, frame in zip(dets, frames)
+        ]
         t3 = time.perf_counter()
         self.times.record(t0, t1, t2, t3, len(frames))
         return results
-
-    def _result(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, size: tuple[int, int]) -> dict:
-        """Detections in input pixels -> the frame's pixels (the input is a plain resize of the frame)."""
-        (h, w), (in_h, in_w) = size, self.input_size
-        scale = np.array([w / in_w, h / in_h, w / in_w, h / in_h], dtype=np.float32)
-        labels = labels.astype(np.int64)
-        return {
-            "boxes": (boxes * scale).astype(np.float32),
-            "scores": scores.astype(np.float32),
-            "labels": labels,
-            "category_ids": self.category_ids[labels - 1],
-            "names": [self.names[i - 1] for i in labels],
-        }

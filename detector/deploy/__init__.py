@@ -1,0 +1,1 @@
+"""Deployment: BatchNorm folding, ONNX / TorchScript export, int8 quantisation, parity checks, runtimes."""
