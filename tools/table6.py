@@ -1,11 +1,13 @@
 """Print Table 6 of the paper side by side with our models: params, MAdds, optional CPU latency and mAP.
 
     python tools/table6.py [--latency] [--map RESULTS.json ...] [--json]
+    python tools/table6.py --write-recipes configs
 
 Counts follow the paper's convention (see detector.complexity): conv weights and biases, no BatchNorm,
 MAdds of the convolutions at 320x320. Latency: 1 thread, batch 1, median model forward on this CPU.
 --map takes metrics.json files written by tools/eval_coco.py (their model config names the row) or
-ROW=FILE pairs, e.g. "V3†=runs/v3/metrics.json".
+ROW=FILE pairs, e.g. "V3†=runs/v3/metrics.json". --write-recipes DIR writes the 11 paper recipes
+(table6_*_paper.yaml, from detector.paper.table6.recipe_yaml) into DIR and exits.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import torch
 
 from detector import cli
 from detector.build import build_model
-from detector.complexity import conv_params, latency_ms, multiply_adds
 from detector.errors import UserError
-from detector.table6 import REFERENCE_ROW, ROWS, row_for_model, row_named
+from detector.paper.complexity import conv_params, latency_ms, multiply_adds
+from detector.paper.table6 import REFERENCE_ROW, ROWS, recipe_file_name, recipe_yaml, row_for_model, row_named
 
 
 def read_map(arg: str) -> tuple[str, float]:
@@ -100,7 +102,18 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per model for --latency")
     parser.add_argument("--map", nargs="+", default=[], metavar="RESULTS", help="metrics.json or ROW=FILE")
     parser.add_argument("--json", action="store_true", help="print a JSON list, one object per row")
+    parser.add_argument("--write-recipes", metavar="DIR", type=Path, help="write the 11 paper recipes and exit")
     args = parser.parse_args()
+    if args.write_recipes is not None:
+        for row in ROWS:
+            path = args.write_recipes / recipe_file_name(row)
+            try:
+                args.write_recipes.mkdir(parents=True, exist_ok=True)
+                path.write_text(recipe_yaml(row), encoding="utf-8")
+            except OSError as exc:
+                raise UserError(f"{path}: cannot write recipe: {exc.strerror}") from None
+            print(path)
+        return 0
     maps = dict(read_map(a) for a in args.map)
     rows = measure(args.latency, args.repeats)
     for r in rows:
