@@ -1,4 +1,9 @@
-"""Builders: the only place (with tools/) that reads a Config and turns it into modules."""
+"""Builders: the only place (with tools/) that reads a Config and turns it into objects.
+
+Everything a recipe describes is made here: the model, criterion and post-processor, the datasets and their
+loaders, the optimiser, schedule, gradient scaler and EMA of a training run, and a detector from a
+checkpoint alone. Modules elsewhere take explicit, typed arguments.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
 
 from detector import checkpoint, config
 from detector.backbones.layers import NormLayer, batch_norm
@@ -14,11 +22,20 @@ from detector.backbones.mobilenet_v1 import MobileNetV1
 from detector.backbones.mobilenet_v2 import mobilenet_v2_backbone
 from detector.backbones.mobilenet_v3 import mobilenet_v3
 from detector.config import Config, ConfigError, DataConfig, LossConfig, ModelConfig
+from detector.data.dataset import CocoDetection, collate
+from detector.data.transforms import build_transform
 from detector.errors import UserError
+from detector.evaluation.coco_eval import load_coco
 from detector.ssd.anchors import layout_pairs
+from detector.ssd.detections import LabelMap
 from detector.ssd.losses import FocalLoss, HardNegativeSoftmaxLoss
 from detector.ssd.model import SSDLite, init_weights
 from detector.ssd.postprocess import PostProcessor
+from detector.training.distributed import DistInfo
+from detector.training.engine import StepSettings
+from detector.training.loop import Training
+from detector.training.optim import build_optimizer, warmup_cosine
+from detector.training.sampler import ResumableSampler
 
 BACKBONES = ("mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v2", "mnasnet_a1", "mobilenet_v1")
 
@@ -128,3 +145,87 @@ def load_detector(path: str | Path):
         raise UserError(f"{path}: weights do not fit the model its config describes: {str(exc)[:300]}") from None
     model.eval()
     return model, build_postprocessor(cfg, model.anchors), ckpt["categories"], cfg
+
+
+def build_datasets(cfg: Config, validate: bool = True) -> tuple[CocoDetection, CocoDetection | None]:
+    """(training set with the recipe's augmentation, validation set with a plain resize or None).
+
+    ``model.num_classes`` must equal the training set's number of categories: the error says which to change.
+    """
+    train_json, train_images = data_files(cfg.data, "train")
+    size, augment = cfg.model.image_size, cfg.data.augment
+    transform = build_transform(size, augment, cfg.data.zoom_out_max)
+    train_set = CocoDetection(train_json, train_images, transform, cfg.train.seed, preflight=cfg.data.preflight)
+    found = len(train_set.categories)
+    if cfg.model.num_classes != found:
+        raise ConfigError(
+            f"model.num_classes is {cfg.model.num_classes}, but {train_json} has {found} categories: "
+            f"set model.num_classes={found} in the recipe (or --set model.num_classes={found}), or train on data "
+            f"with {cfg.model.num_classes} categories"
+        )
+    val_set = None
+    if validate:
+        val_json, val_images = data_files(cfg.data, "val")
+        val_set = CocoDetection(val_json, val_images, build_transform(size), preflight=cfg.data.preflight)
+    return train_set, val_set
+
+
+def eval_loader(dataset: CocoDetection, batch_size: int = 16, workers: int = 2) -> DataLoader:
+    """Batches of a plain-resize dataset in order, for evaluation."""
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)
+
+
+def build_training(cfg: Config, train_set: CocoDetection, val_set: CocoDetection | None, dist: DistInfo) -> Training:
+    """Every object of a training run on this process: model (on the device, wrapped in DDP with several
+    processes), criterion, post-processor, loaders (the global batch split over the processes), optimiser,
+    warmup + cosine schedule per iteration, gradient scaler, EMA, step settings."""
+    t, device = cfg.train, dist.device
+    if t.batch_size % dist.world_size:
+        raise ConfigError(f"train.batch_size {t.batch_size} does not split over {dist.world_size} processes")
+    model = build_model(cfg.model)
+    if t.sync_bn and dist.enabled and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    criterion, post = build_criterion(cfg.loss), build_postprocessor(cfg, model.anchors)
+    sampler = ResumableSampler(train_set, dist.world_size, dist.rank, t.seed)
+    train_loader = DataLoader(
+        train_set,
+        t.batch_size // dist.world_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=cfg.data.workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+    )
+    if len(train_loader) == 0:
+        raise ConfigError(
+            f"{len(train_set)} training images do not fill one batch of {t.batch_size} (train.batch_size)"
+        )
+    optimizer = build_optimizer(model, t.lr, t.momentum, t.weight_decay)
+    schedule = warmup_cosine(t.epochs * len(train_loader), t.warmup_iters, t.warmup_factor, t.min_lr_ratio)
+    amp = t.amp and device.type == "cuda"
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True) if t.ema else None
+    net = model
+    if dist.enabled:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return Training(
+        model=model,
+        net=net,
+        criterion=criterion,
+        post=post,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+        scaler=torch.amp.GradScaler("cuda", enabled=amp),
+        ema=ema,
+        train_loader=train_loader,
+        val_loader=eval_loader(val_set, workers=cfg.data.workers) if val_set is not None else None,
+        val_gt=load_coco(val_set.ann_file) if val_set is not None and dist.is_main else None,  # scored on main
+        labels=LabelMap(train_set.categories),
+        settings=StepSettings(device, amp, t.channels_last, t.clip_grad_norm, t.freeze_bn, t.max_bad_steps),
+        config=config.to_dict(cfg),
+        epochs=t.epochs,
+        eval_every=t.eval_every,
+        checkpoint_every=t.checkpoint_every,
+    )

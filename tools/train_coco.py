@@ -17,14 +17,14 @@ import signal
 import sys
 from pathlib import Path
 
-from detector import checkpoint, cli, config
-from detector.build import data_files
-from detector.data.dataset import CocoDetection
-from detector.data.transforms import build_transform
+from detector import build, checkpoint, cli, config
 from detector.errors import UserError
 from detector.training import distributed
-from detector.training.state import seed_everything
-from detector.training.trainer import Trainer, TrainingInterrupted
+from detector.training.faults import FaultInjector
+from detector.training.loop import StopRequest, TrainingInterrupted, fit
+from detector.training.payload import restore_training
+from detector.training.run_log import RunLog
+from detector.training.state import RunState, seed_everything
 
 log = logging.getLogger("train_coco")
 
@@ -91,18 +91,7 @@ def main() -> int:
         logging.getLogger().setLevel(logging.WARNING)
     seed_everything(cfg.train.seed + dist.rank)
     try:
-        size = cfg.model.image_size
-        train_json, train_images = data_files(cfg.data, "train")
-        train_set = CocoDetection(
-            train_json, train_images, build_transform(size, cfg.data.augment, cfg.data.zoom_out_max), cfg.train.seed
-        )
-        val_set = None
-        if not args.no_val:
-            val_json, val_images = data_files(cfg.data, "val")
-            val_set = CocoDetection(val_json, val_images, build_transform(size), preflight=cfg.data.preflight)
-        if cfg.model.num_classes != len(train_set.categories):
-            log.info("model.num_classes set to the dataset's %d categories", len(train_set.categories))
-            cfg.model.num_classes = len(train_set.categories)
+        train_set, val_set = build.build_datasets(cfg, validate=not args.no_val)
         if resume is not None and resume["categories"] != train_set.categories:
             raise UserError(f"{resume_path}: its categories differ from the dataset's")
         if dist.is_main:
@@ -116,20 +105,25 @@ def main() -> int:
             dist.device,
             out_dir,
         )
-        trainer = Trainer(cfg, out_dir, dist, train_set, val_set, resume)
-        received: list[int] = []
+        t = build.build_training(cfg, train_set, val_set, dist)
+        state = RunState()
+        if resume is not None:
+            state = restore_training(resume, t.model, t.optimizer, t.scheduler, t.scaler, t.ema)
+        run_log = RunLog(out_dir, dist.is_main, fresh=resume is None, log_every=cfg.train.log_every)
+        stop, received = StopRequest(), []
 
         def request_stop(signum, frame):
             if received and signum == signal.SIGINT:
                 raise KeyboardInterrupt  # a second Ctrl-C stops at once
             received.append(signum)
-            trainer.stop_requested = True
+            stop.requested = True
             log.warning("%s: saving a checkpoint after this step, then exiting", signal.Signals(signum).name)
 
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
+        fault = FaultInjector.from_environment(dist.rank)
         try:
-            metrics = trainer.fit(args.stop_after_epoch)
+            metrics = fit(t, state, out_dir, run_log, stop, fault, args.stop_after_epoch)
         except TrainingInterrupted as exc:
             print(str(exc), file=sys.stderr)
             return 128 + (received[0] if received else signal.SIGINT)

@@ -12,6 +12,7 @@ Both return a dict of scalar tensors: ``box``, ``cls`` and their sum ``total``.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
@@ -50,7 +51,19 @@ class _SSDLoss:
         return labels, codes
 
     def __call__(self, box_regression, class_logits, anchors, targets) -> dict[str, torch.Tensor]:
-        return self.compute(box_regression, class_logits, *self.match(targets, anchors))
+        labels, codes = self.match(targets, anchors)
+        return self.compute(box_regression, class_logits, labels, codes, matched_anchor_normalizer(labels))
+
+
+def matched_anchor_normalizer(labels: torch.Tensor) -> float:
+    """The loss normaliser: matched anchors of the whole batch, over all processes, divided by the number of
+    processes (at least 1 / processes). Each process divides its loss sum by it and DistributedDataParallel
+    averages the gradients, so N processes compute what one would on the global batch."""
+    count, processes = (labels > 0).sum().double(), 1
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(count)
+        processes = dist.get_world_size()
+    return max(1.0, count.item()) / processes
 
 
 class FocalLoss(_SSDLoss):
@@ -71,8 +84,8 @@ class FocalLoss(_SSDLoss):
         self.box_weight, self.cls_weight = box_weight, cls_weight
 
     def compute(self, box_regression, class_logits, labels, codes, normalizer: float | None = None):
-        """Losses given matched targets. ``normalizer`` replaces the local number of matched anchors (with
-        several processes: the global count divided by the number of processes)."""
+        """Losses given matched targets, divided by ``normalizer`` (default: the matched anchors of this batch;
+        ``__call__`` passes ``matched_anchor_normalizer``)."""
         positive = labels > 0
         num_pos = normalizer if normalizer is not None else max(1, int(positive.sum()))
         valid = labels >= 0

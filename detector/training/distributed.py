@@ -53,6 +53,16 @@ def init(device: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local, dev)
 
 
+def world_size() -> int:
+    """Processes in the group (1 without one)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    """Whether this is the process that writes files and logs (rank 0, or the only one)."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
     """Sum over processes (no-op with one); returns a new tensor."""
     value = value.detach().clone()

@@ -1,12 +1,75 @@
-"""What a training checkpoint holds beyond the weights, and how it is restored (bit-exact resume on CPU)."""
+"""What a training run is at a given moment, beyond the weights: counters, running sums, random states.
+
+``RunState`` travels in every training checkpoint (``RunState.to_dict``), so a resumed run continues
+bit-exactly on the CPU: same batches, same augmentation draws, same log lines.
+"""
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import random
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+
+@dataclass
+class EpochSums:
+    """Running sums over the steps of the current epoch (float64 Python numbers, summed in step order)."""
+
+    loss: float = 0.0
+    box_loss: float = 0.0
+    cls_loss: float = 0.0
+    steps: int = 0  # steps taken
+    skipped: int = 0  # steps skipped for a non-finite loss
+    images: int = 0  # images seen by all processes
+
+    def add(self, losses: dict[str, float] | None, images: int) -> None:
+        if losses is None:
+            self.skipped += 1
+        else:
+            self.loss += losses["total"]
+            self.box_loss += losses["box"]
+            self.cls_loss += losses["cls"]
+            self.steps += 1
+        self.images += images
+
+
+@dataclass
+class RunState:
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimiser steps taken
+    epoch_step: int = 0  # batches done in the current epoch (non-zero only in mid-epoch checkpoints)
+    best_map: float = -1.0  # best validation AP so far (-1: none yet)
+    bad_steps: int = 0  # non-finite losses in a row
+    sums: EpochSums = field(default_factory=EpochSums)
+
+    def end_epoch(self) -> None:
+        self.epoch, self.epoch_step, self.sums = self.epoch + 1, 0, EpochSums()
+
+    def to_dict(self) -> dict:
+        """Plain data for a checkpoint: ``epoch``, ``step``, ``epoch_step``, ``best_map``, ``bad_steps`` and
+        ``epoch_sums`` (a dict of the named sums)."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "sums"}
+        return {**out, "epoch_sums": dataclasses.asdict(self.sums)}
+
+    @classmethod
+    def from_dict(cls, ckpt: dict) -> RunState:
+        sums = ckpt.get("epoch_sums") or {}
+        if torch.is_tensor(sums):  # checkpoints before named sums: (total, box, cls, steps, skipped, images)
+            total, box, cls_, steps, skipped, images = sums.tolist()
+            sums = {"loss": total, "box_loss": box, "cls_loss": cls_, "steps": int(steps), "skipped": int(skipped),
+                    "images": int(images)}  # fmt: skip
+        return cls(
+            epoch=ckpt["epoch"],
+            step=ckpt["step"],
+            epoch_step=ckpt.get("epoch_step", 0),
+            best_map=ckpt["best_map"],
+            bad_steps=ckpt.get("bad_steps", 0),
+            sums=EpochSums(**sums),
+        )
 
 
 def rng_state() -> dict:

@@ -1,0 +1,157 @@
+"""The training engine: one SGD step, one epoch, one evaluation, as plain functions of explicit objects.
+
+Per step: uint8 batch (N, H, W, 3) -> float input on the device -> model -> raw outputs (box codes (N, A, 4),
+class logits (N, A, C + 1)) -> the criterion (matching, loss normalised by the matched anchors of all
+processes) -> backward (AMP on CUDA) -> optional clipping -> SGD step -> schedule -> EMA. A non-finite loss
+on any process skips the step everywhere and restores BatchNorm's running statistics; ``max_bad_steps`` in a
+row stop training.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from pycocotools.coco import COCO
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from detector.data.image_io import to_model_input
+from detector.errors import UserError
+from detector.evaluation.coco_eval import evaluate as coco_evaluate
+from detector.evaluation.predict import predict_coco
+from detector.ssd.detections import LabelMap
+from detector.ssd.postprocess import PostProcessor
+from detector.training import distributed
+from detector.training.state import RunState
+
+log = logging.getLogger(__name__)
+
+
+class TrainingStopped(UserError):
+    """Training cannot go on (a run of non-finite losses); the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """How a step runs: where, in which precision and layout, with which clipping and non-finite policy."""
+
+    device: torch.device = torch.device("cpu")
+    amp: bool = False  # float16 autocast + gradient scaling (CUDA only)
+    channels_last: bool = False
+    clip_grad_norm: float = 0.0  # 0: off
+    freeze_bn: bool = False  # BatchNorm layers stay in inference mode
+    max_bad_steps: int = 20  # non-finite losses in a row before training stops
+
+
+def _bn_statistics(model: nn.Module) -> list[torch.Tensor]:
+    return [b for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var"))]
+
+
+def train_step(model, criterion, optimizer, scheduler, scaler, ema, images, targets, settings) -> dict | None:
+    """One SGD step on a batch: images (N, H, W, 3) uint8, targets as ``CocoDetection`` gives them (boxes
+    (M, 4) float32 xyxy input pixels, labels (M,) int64 1..C, crowd_boxes (G, 4)). ``model`` may be wrapped in
+    DistributedDataParallel. Returns the losses averaged over processes ({"total", "box", "cls"} floats), or
+    None when a non-finite loss skipped the step."""
+    net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    x = to_model_input(images, settings.device)
+    if settings.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    targets = [{k: (v.to(settings.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+    saved_bn = [b.clone() for b in _bn_statistics(net)]  # a bad batch must not poison the running statistics
+    with torch.autocast("cuda", dtype=torch.float16, enabled=settings.amp):
+        box, logits = model(x)
+    losses = criterion(box.float(), logits.float(), net.anchors, targets)
+    finite = distributed.all_reduce_sum(torch.isfinite(losses["total"]).double().reshape(1)).item()
+    optimizer.zero_grad(set_to_none=True)
+    if finite < distributed.world_size():
+        for buffer, saved in zip(_bn_statistics(net), saved_bn):
+            buffer.copy_(saved)
+        return None
+    scaler.scale(losses["total"]).backward()
+    if settings.clip_grad_norm > 0:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(net.parameters(), settings.clip_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    if ema is not None:
+        ema.update_parameters(net)
+    reduced = distributed.all_reduce_sum(torch.stack([losses["total"], losses["box"], losses["cls"]]).detach())
+    total, box_loss, cls_loss = (reduced / distributed.world_size()).tolist()  # = what one process would compute
+    return {"total": total, "box": box_loss, "cls": cls_loss}
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: Callable,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loader: DataLoader,
+    scaler: torch.amp.GradScaler,
+    ema: AveragedModel | None,
+    state: RunState,
+    settings: StepSettings,
+    after_step: Callable[[RunState, dict | None], bool] = lambda state, losses: False,
+    epochs: int | None = None,
+) -> dict | None:
+    """Epoch ``state.epoch`` from batch ``state.epoch_step`` on (the rest of it after a mid-epoch resume).
+    ``after_step(state, losses)`` runs after every batch (logging, checkpoints, stop requests); True stops the
+    epoch there. Returns the epoch's statistics, or None when stopped."""
+    model.train()
+    if settings.freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    loader.sampler.set_epoch(state.epoch)
+    loader.sampler.skip = state.epoch_step * loader.batch_size
+    loader.dataset.set_epoch(state.epoch)
+    world, images_before, start = distributed.world_size(), state.sums.images, time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{epochs or '?'}", disable=not distributed.is_main(),
+               initial=state.epoch_step, total=len(loader), dynamic_ncols=True)  # fmt: skip
+    for images, targets in bar:
+        losses = train_step(model, criterion, optimizer, scheduler, scaler, ema, images, targets, settings)
+        state.epoch_step += 1
+        state.sums.add(losses, len(images) * world)
+        if losses is None:
+            state.bad_steps += 1
+            log.warning("non-finite loss at step %d, step skipped; image ids of this batch: %s", state.step,
+                        [t["image_id"] for t in targets])  # fmt: skip
+            if state.bad_steps >= settings.max_bad_steps:
+                raise TrainingStopped(f"{state.bad_steps} non-finite losses in a row at step {state.step}")
+        else:
+            state.bad_steps, state.step = 0, state.step + 1
+            rate = (state.sums.images - images_before) / (time.perf_counter() - start)
+            lr = optimizer.param_groups[0]["lr"]
+            bar.set_postfix(loss=f"{losses['total']:.4f}", lr=f"{lr:.4g}", img_s=f"{rate:.1f}")
+        if after_step(state, losses):
+            bar.close()
+            return None
+    sums, elapsed = state.sums, time.perf_counter() - start
+    steps = max(1, sums.steps)
+    return {
+        "iters": state.step,
+        "lr": optimizer.param_groups[0]["lr"],
+        "loss": sums.loss / steps,
+        "box_loss": sums.box_loss / steps,
+        "cls_loss": sums.cls_loss / steps,
+        "skipped_steps": sums.skipped,
+        "images_per_s": (sums.images - images_before) / elapsed,
+        "time_s": elapsed,
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, post: PostProcessor, loader: DataLoader, gt: COCO, labels: LabelMap, device: torch.device
+) -> dict:
+    """COCO metrics of ``model`` on ``loader`` (a plain-resize ``CocoDetection`` loader) against ``gt``:
+    {"AP", "AP50", ..., "per_class", "precision"} as ``detector.evaluation.coco_eval.evaluate`` gives them."""
+    metrics = coco_evaluate(gt, predict_coco(model, post, loader, labels, device))
+    log.info("AP %.4f AP50 %.4f AP75 %.4f", metrics["AP"], metrics["AP50"], metrics["AP75"])
+    return metrics

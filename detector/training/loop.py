@@ -1,0 +1,134 @@
+"""The epoch loop of a run: train, evaluate, keep last.pt / best.pt, log; stop cleanly on request.
+
+``Training`` holds the objects a recipe describes (``detector.build.build_training`` makes them); ``fit``
+runs them from a ``RunState`` (fresh, or restored from a checkpoint) and writes into one output folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from pycocotools.coco import COCO
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DataLoader
+
+from detector import checkpoint
+from detector.errors import UserError
+from detector.ssd.detections import LabelMap
+from detector.ssd.postprocess import PostProcessor
+from detector.training import distributed
+from detector.training.engine import StepSettings, TrainingStopped, evaluate, train_one_epoch
+from detector.training.faults import FaultInjector
+from detector.training.payload import training_payload
+from detector.training.run_log import RunLog
+from detector.training.state import RunState
+
+
+class TrainingInterrupted(UserError):
+    """SIGINT or SIGTERM: a checkpoint was saved at the next safe point."""
+
+
+@dataclass
+class Training:
+    """The objects of one run. ``net`` is what the steps call (``model``, or it wrapped in DDP)."""
+
+    model: nn.Module
+    net: nn.Module
+    criterion: object
+    post: PostProcessor
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: AveragedModel | None
+    train_loader: DataLoader
+    val_loader: DataLoader | None
+    val_gt: COCO | None
+    labels: LabelMap
+    settings: StepSettings
+    config: dict  # the resolved recipe as plain data; it travels in every checkpoint
+    epochs: int
+    eval_every: int  # epochs between evaluations (0: only at the end)
+    checkpoint_every: int  # steps between mid-epoch saves of last.pt (0: at epoch ends only)
+
+    def eval_model(self) -> nn.Module:
+        """The weights to evaluate and ship: the EMA when enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def payload(self, state: RunState) -> dict:
+        return training_payload(self.model, self.config, self.labels.categories, self.optimizer, self.scheduler,
+                                self.scaler, self.ema, state)  # fmt: skip
+
+
+class StopRequest:
+    """Set from a signal handler; every process stops after the same step once any process was asked."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def now(self) -> bool:
+        if distributed.world_size() == 1:
+            return self.requested
+        flag = torch.tensor([1.0 if self.requested else 0.0], dtype=torch.float64)
+        return distributed.all_reduce_sum(flag).item() > 0
+
+
+def fit(
+    t: Training,
+    state: RunState,
+    out_dir: Path,
+    run_log: RunLog,
+    stop: StopRequest,
+    fault: FaultInjector | None = None,
+    stop_after: int | None = None,
+) -> dict:
+    """Train up to ``t.epochs`` (or only until epoch ``stop_after``; the schedule still spans them all).
+    Returns the last evaluation's metrics ({} without one)."""
+    last_path = Path(out_dir) / "last.pt"
+
+    def save(name: str, payload: dict | None = None) -> None:
+        if distributed.is_main():
+            checkpoint.save(Path(out_dir) / name, payload or t.payload(state), keep_previous=name == "last.pt")
+
+    def after_step(state: RunState, losses: dict | None) -> bool:
+        if losses is not None:
+            run_log.step(state.step, losses, t.optimizer.param_groups[0]["lr"])
+        if stop.now():
+            save("last.pt")
+            return True
+        if t.checkpoint_every and state.step % t.checkpoint_every == 0 and state.epoch_step < len(t.train_loader):
+            save("last.pt")
+        if fault is not None:
+            fault(state.step)
+        return False
+
+    metrics: dict = {}
+    for epoch in range(state.epoch, min(t.epochs, stop_after or t.epochs)):
+        try:
+            stats = train_one_epoch(t.net, t.criterion, t.optimizer, t.scheduler, t.train_loader, t.scaler, t.ema,
+                                    state, t.settings, after_step, t.epochs)  # fmt: skip
+        except TrainingStopped as exc:
+            raise TrainingStopped(f"{exc}; stopped, {last_path} holds the last good state") from None
+        if stats is None:
+            raise TrainingInterrupted(
+                f"interrupted: saved {last_path} at epoch {epoch + 1}, batch {state.epoch_step}; "
+                f"continue with --resume {last_path}"
+            )
+        state.end_epoch()
+        if t.val_loader is not None and ((t.eval_every and state.epoch % t.eval_every == 0) or state.epoch == t.epochs):
+            metrics = {}
+            if distributed.is_main():
+                metrics = evaluate(t.eval_model(), t.post, t.val_loader, t.val_gt, t.labels, t.settings.device)
+            distributed.barrier()
+            stats.update({k: v for k, v in metrics.items() if k not in ("per_class", "precision")})
+        payload = t.payload(state)
+        save("last.pt", payload)
+        if metrics and metrics.get("AP", -1) > state.best_map:
+            state.best_map = metrics["AP"]
+            payload["best_map"] = state.best_map
+            save("best.pt", payload)
+        run_log.epoch(state.epoch, stats)
+        distributed.barrier()
+    return metrics
