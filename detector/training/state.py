@@ -57,7 +57,7 @@ class RunState:
 
     @classmethod
     def from_dict(cls, ckpt: dict) -> RunState:
-        sums = ckpt.get("epoch_sums") or {}
+        sums = ckpt.get("epoch_sums", {})
         if torch.is_tensor(sums):  # checkpoints before named sums: (total, box, cls, steps, skipped, images)
             total, box, cls_, steps, skipped, images = sums.tolist()
             sums = {"loss": total, "box_loss": box, "cls_loss": cls_, "steps": int(steps), "skipped": int(skipped),

@@ -1,0 +1,109 @@
+"""The training engine in-process: one step, one epoch and one evaluation on a tiny generated dataset."""
+
+import math
+
+import pytest
+import torch
+
+from detector import build, config
+from detector.training.distributed import DistInfo
+from detector.training.engine import StepSettings, evaluate, train_one_epoch, train_step
+from detector.training.faults import FaultInjector
+from detector.training.state import EpochSums, RunState
+
+from ..data_fixtures import TINY_TRAIN, tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    data = tiny_dataset(tmp_path_factory.mktemp("data"))
+    cfg = config.load(None, [*TINY_TRAIN, f"data.data_root={data}", "train.epochs=1"])
+    torch.manual_seed(0)
+    train_set, val_set = build.build_datasets(cfg)
+    return cfg, build.build_training(cfg, train_set, val_set, DistInfo())
+
+
+def _batch(t):
+    return next(iter(t.train_loader))
+
+
+def test_train_step_updates_weights_and_reports_finite_losses(run):
+    _, t = run
+    before = [p.detach().clone() for p in t.model.parameters()]
+    images, targets = _batch(t)
+    assert images.dtype == torch.uint8 and images.shape[-1] == 3
+    losses = train_step(t.net, t.criterion, t.optimizer, t.scheduler, t.scaler, t.ema, images, targets, t.settings)
+    assert set(losses) == {"total", "box", "cls"} and all(math.isfinite(v) for v in losses.values())
+    assert losses["total"] == pytest.approx(losses["box"] + losses["cls"], rel=1e-5)
+    assert any(not torch.equal(a, b) for a, b in zip(before, t.model.parameters()))
+
+
+def test_non_finite_loss_skips_the_step_and_keeps_batchnorm_statistics(run):
+    _, t = run
+    images, targets = _batch(t)
+    weights = {k: v.clone() for k, v in t.model.state_dict().items()}
+    for group in t.optimizer.param_groups:
+        group["lr"] = float("nan")
+    t.optimizer.zero_grad()
+    crit = t.criterion
+    nan_criterion = lambda *a: {k: v * float("nan") for k, v in crit(*a).items()}  # noqa: E731
+    try:
+        out = train_step(t.net, nan_criterion, t.optimizer, t.scheduler, t.scaler, None, images, targets, t.settings)
+    finally:
+        for group in t.optimizer.param_groups:
+            group["lr"] = 0.01
+    assert out is None
+    for key, value in t.model.state_dict().items():
+        if not key.endswith("num_batches_tracked"):  # a counter, unused with a fixed momentum
+            assert torch.equal(value, weights[key]), key  # weights and running statistics untouched
+
+
+def test_one_epoch_then_evaluation(run):
+    cfg, t = run
+    state = RunState()
+    seen = []
+    stats = train_one_epoch(t.net, t.criterion, t.optimizer, t.scheduler, t.train_loader, t.scaler, t.ema, state,
+                            t.settings, lambda s, losses: seen.append(s.epoch_step) or False, t.epochs)  # fmt: skip
+    assert stats is not None and seen == list(range(1, len(t.train_loader) + 1))
+    assert state.step == len(t.train_loader) and state.sums.images == len(t.train_loader) * cfg.train.batch_size
+    assert stats["loss"] == pytest.approx(state.sums.loss / state.sums.steps)
+    metrics = evaluate(t.eval_model(), t.post, t.val_loader, t.val_gt, t.labels, t.settings.device)
+    assert {"AP", "AP50", "per_class"} <= set(metrics) and -1.0 <= metrics["AP"] <= 1.0
+
+
+def test_after_step_can_stop_the_epoch(run):
+    _, t = run
+    state = RunState(epoch=1)
+    stats = train_one_epoch(t.net, t.criterion, t.optimizer, t.scheduler, t.train_loader, t.scaler, t.ema, state,
+                            t.settings, lambda s, losses: True)  # fmt: skip
+    assert stats is None and state.epoch_step == 1
+
+
+def test_run_state_round_trip_and_the_older_tensor_sums():
+    state = RunState(
+        epoch=2, step=17, epoch_step=3, best_map=0.25, bad_steps=1, sums=EpochSums(1.5, 0.5, 1.0, 3, 1, 12)
+    )
+    assert RunState.from_dict(state.to_dict()) == state
+    legacy = {"epoch": 2, "step": 17, "epoch_step": 3, "best_map": 0.25,
+              "epoch_sums": torch.tensor([1.5, 0.5, 1.0, 3, 1, 12], dtype=torch.float64)}  # fmt: skip
+    assert RunState.from_dict(legacy).sums == EpochSums(1.5, 0.5, 1.0, 3, 1, 12)
+
+
+def test_fault_injector_reads_the_environment_once():
+    assert FaultInjector.from_environment(1, {}) is None
+    assert FaultInjector.from_environment(1, {"DETECTOR_FAULT_AT_STEP": "5"}) == FaultInjector(5)
+    assert FaultInjector.from_environment(0, {"DETECTOR_FAULT_AT_STEP": "5"}) is None
+    restarted = {"DETECTOR_FAULT_AT_STEP": "5", "TORCHELASTIC_RESTART_COUNT": "1"}
+    assert FaultInjector.from_environment(1, restarted) is None
+
+
+def test_num_classes_that_disagree_with_the_dataset_are_an_error(tmp_path):
+    data = tiny_dataset(tmp_path / "data")
+    cfg = config.load(None, [*TINY_TRAIN, f"data.data_root={data}", "model.num_classes=90"])
+    with pytest.raises(config.ConfigError, match="model.num_classes is 90, but .* has 5 categories"):
+        build.build_datasets(cfg)
+
+
+def test_step_settings_default_to_a_plain_cpu_step():
+    s = StepSettings()
+    assert s.device.type == "cpu" and not s.amp and s.clip_grad_norm == 0
