@@ -25,7 +25,7 @@ def test_imagenet_logits_equal_torchvision(variant, width, reduced):
 
 
 def test_imagenet_parameter_counts():
-    # The figures of the reference file (BatchNorm counted, as torchvision counts).
+    # The figures of docs/paper.md (BatchNorm counted, as torchvision counts).
     assert all_params(mobilenet_v3("large")) == 5_483_032
     assert all_params(mobilenet_v3("small")) == 2_542_856
 

@@ -10,7 +10,7 @@ from detector.paper.table6 import ROWS, row_named
 
 from .conftest import run_tool
 
-# Section 6 of the reference file: exact counts of the TF architecture.
+# Section 6 of docs/paper.md: exact counts of the TF architecture.
 EXACT = {
     "V3†": (3_215_311, 0.507),
     "V3": (4_966_591, 0.613),

@@ -15,7 +15,7 @@ from albumentations.augmentations.crops.transforms import BaseCrop
 
 from detector.errors import UserError
 
-# TF ssd_random_crop (reference file, section 4): min_object_covered / overlap thresholds per option.
+# TF ssd_random_crop (docs/paper.md, section 4): min_object_covered / overlap thresholds per option.
 TF_THRESHOLDS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
 # torchvision RandomIoUCrop: min IoU per option; 2.0 means "leave the image whole".
 TV_THRESHOLDS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 2.0)

@@ -1,6 +1,6 @@
 """Model size, multiply-adds and CPU latency, counted the way Table 6 of the paper counts them.
 
-Convention (reference file, section 6): parameters are convolution weights and biases (SE and predictor
+Convention (docs/paper.md, section 6): parameters are convolution weights and biases (SE and predictor
 convolutions have biases), BatchNorm affine parameters are not counted; MAdds are the multiply-adds of the
 convolutions at the model's input size, counted by ``torch.utils.flop_counter`` (which reports 2 FLOPs per
 multiply-add) and halved.

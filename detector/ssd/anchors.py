@@ -12,7 +12,7 @@ import math
 
 import torch
 
-# TF ssd_anchor_generator of the paper's config (reference file, section 4).
+# TF ssd_anchor_generator of the paper's config (docs/paper.md, section 4).
 MIN_SCALE, MAX_SCALE = 0.2, 0.95
 PAPER_RATIOS = (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0)
 # Lowest layer: 3 boxes, (scale 0.1, ratio 1), (0.2, 2), (0.2, 1/2) (TF reduce_boxes_in_lowest_layer).

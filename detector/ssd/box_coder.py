@@ -1,4 +1,4 @@
-"""Centre-size box coding with scales (10, 10, 5, 5) (reference file, section 4).
+"""Centre-size box coding with scales (10, 10, 5, 5) (docs/paper.md, section 4).
 
 Boxes are (..., 4) float tensors (x1, y1, x2, y2) in pixels; codes are (..., 4) (dx, dy, dw, dh):
 dx = 10 * (gx - ax) / aw, dy = 10 * (gy - ay) / ah, dw = 5 * log(gw / aw), dh = 5 * log(gh / ah).

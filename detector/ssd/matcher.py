@@ -1,4 +1,4 @@
-"""Anchor-to-ground-truth matching of SSD (reference file, section 4).
+"""Anchor-to-ground-truth matching of SSD (docs/paper.md, section 4).
 
 An anchor is positive when its best IoU with a ground-truth box is >= the threshold; then every ground-truth
 box is forced onto its best anchor, so that no object goes unmatched. Crowd boxes never make positives: an

@@ -123,7 +123,7 @@ def init_weights(model: SSDLite, head_std: float = 0.03, class_bias: float = 0.0
     """Backbone: He (fan-out) convs, unit BN; extra layers and predictors: N(0, head_std) as torchvision.
 
     ``class_bias`` starts every class logit there (the focal-loss prior, e.g. -4.6 = log(0.01 / 0.99));
-    the paper's TF head leaves it at 0 (reference file, section 4).
+    the paper's TF head leaves it at 0 (docs/paper.md, section 4).
     """
     for m in model.backbone.modules():
         if isinstance(m, nn.Conv2d):

@@ -24,7 +24,7 @@ def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: 
 
 def warmup_cosine(total_iters: int, warmup_iters: int, warmup_factor: float, min_ratio: float = 0.0):
     """Multiplier of the base lr at iteration i: linear from ``warmup_factor`` to 1 over ``warmup_iters``,
-    then cosine from 1 to ``min_ratio`` at ``total_iters`` (section 4 of the reference file)."""
+    then cosine from 1 to ``min_ratio`` at ``total_iters`` (docs/paper.md, section 4)."""
 
     def factor(i: int) -> float:
         if i < warmup_iters:
