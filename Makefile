@@ -19,8 +19,8 @@ DEMO := runs/demo
 demo: $(STAMP)
 	$(PY) tools/make_synthetic.py --out $(DEMO)/data --train 2000 --val 300 --video $(DEMO)/video.mp4
 	$(PY) tools/train_coco.py --config configs/synthetic_demo.yaml --output-dir $(DEMO)/train
-	$(PY) tools/eval_coco.py --weights $(DEMO)/train/best.pt --data-root $(DEMO)/data --out-dir $(DEMO)/eval
-	$(PY) tools/detect.py --video $(DEMO)/video.mp4 --weights $(DEMO)/train/best.pt --save-dir $(DEMO)/detect \
+	$(PY) tools/eval_coco.py --weights $(DEMO)/train/best.pt --data-root $(DEMO)/data --output-dir $(DEMO)/eval
+	$(PY) tools/detect.py --video $(DEMO)/video.mp4 --weights $(DEMO)/train/best.pt --output-dir $(DEMO)/detect \
 		--save-json $(DEMO)/detect/detections.jsonl
 	@echo "demo outputs: $(DEMO)/train (checkpoints, log.jsonl), $(DEMO)/eval (metrics.json, pr_curve.png),"
 	@echo "              $(DEMO)/detect (annotated video, detections.jsonl)"

@@ -170,6 +170,12 @@ def build_datasets(cfg: Config, validate: bool = True) -> tuple[CocoDetection, C
     return train_set, val_set
 
 
+def build_eval_dataset(cfg: Config, data: DataConfig) -> CocoDetection:
+    """The val split of ``data`` with the plain resize to the model of ``cfg``."""
+    ann, images = data_files(data, "val")
+    return CocoDetection(ann, images, build_transform(cfg.model.image_size))
+
+
 def eval_loader(dataset: CocoDetection, batch_size: int = 16, workers: int = 2) -> DataLoader:
     """Batches of a plain-resize dataset in order, for evaluation."""
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)

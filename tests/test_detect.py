@@ -1,6 +1,5 @@
 """tools/detect.py on every kind of source, its JSON lines, annotated outputs and errors."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ import pytest
 import torch
 
 from detector import checkpoint
+from detector.app.frame_detector import class_filter
 from detector.app.sources import LiveSource, open_source, safe_name
 from detector.build import build_model
 from detector.config import Config, ModelConfig, to_dict
@@ -58,15 +58,7 @@ def detect(*args: str, **kwargs) -> subprocess.CompletedProcess:
 def video_args(source, weights, out, lines) -> list[str]:
     """tools/detect.py arguments: ``--video source`` with ``weights``, annotated output into ``out`` and JSON
     lines into ``lines``."""
-    return ["--video", str(source), "--weights", str(weights), "--save-dir", str(out), "--save-json", str(lines)]
-
-
-def load_tool(name: str):
-    """tools/NAME.py as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return ["--video", str(source), "--weights", str(weights), "--output-dir", str(out), "--save-json", str(lines)]
 
 
 def read_lines(path) -> list[dict]:
@@ -110,7 +102,7 @@ SIZES = {"a.jpg": (240, 320), "gray.png": (100, 150), "rgba.png": (80, 60), "thi
 def test_folder_of_mixed_images(weights, mixed_folder, tmp_path):
     out, lines = tmp_path / "out", tmp_path / "dets.jsonl"
     result = detect(
-        str(mixed_folder), "--weights", str(weights), "--save-dir", str(out), "--save-json", str(lines),
+        str(mixed_folder), "--weights", str(weights), "--output-dir", str(out), "--save-json", str(lines),
         "--conf", "0.4", "--classes", "circle", "triangle",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -135,10 +127,9 @@ def test_folder_of_mixed_images(weights, mixed_folder, tmp_path):
 
 
 def test_unknown_class_names_are_refused():
-    detect_tool = load_tool("detect")
-    assert detect_tool.class_filter(["circle", "square"], ["square"]).tolist() == [False, False, True]
+    assert class_filter(["circle", "square"], ["square"]).tolist() == [False, False, True]
     with pytest.raises(UserError, match="'dog'.*circle, square"):
-        detect_tool.class_filter(["circle", "square"], ["dog"])
+        class_filter(["circle", "square"], ["dog"])
 
 
 def test_video_file_gives_a_complete_mp4_and_every_frame(weights, tmp_path):
@@ -205,7 +196,7 @@ def test_show_without_a_display_is_a_clear_error(weights, mixed_folder):
         env={k: v for k, v in ENV.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")},
     )
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert result.stderr.startswith("error: --show:") and "--save-dir" in result.stderr
+    assert result.stderr.startswith("error: --show:") and "--output-dir" in result.stderr
 
 
 def test_output_names_cannot_escape():

@@ -24,7 +24,7 @@ def test_ground_truth_as_detections_scores_one(tmp_path):
     dets = tmp_path / "dets.json"
     dets.write_text(json.dumps(_gt_as_detections(ann)))
     result = run_tool(
-        "tools/eval_coco.py", "--detections", str(dets), "--gt", str(ann), "--out-dir", str(tmp_path / "o")
+        "tools/eval_coco.py", "--detections", str(dets), "--gt", str(ann), "--output-dir", str(tmp_path / "o")
     )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())

@@ -15,10 +15,10 @@ import sys
 from detector import cli
 from detector.build import data_files
 from detector.config import DataConfig
+from detector.data.annotations import read_annotation_json
 from detector.data.dataset import read_coco_records
 from detector.data.preflight import check_images
 from detector.errors import UserError
-from detector.evaluation.coco_eval import read_annotation_json
 
 
 def main() -> int:

@@ -1,1 +1,2 @@
-"""The inference application: frame sources, the detector a tool opens, drawing and output writers."""
+"""The inference application: frame sources, choosing the detector (frame_detector), the detection loop (run),
+drawing and the output writers (outputs, video_writer)."""

@@ -65,10 +65,10 @@ def display_problem() -> str | None:
     if gui.upper() == "NONE":
         return (
             "--show: this OpenCV build has no GUI support (opencv-python-headless); install opencv-python "
-            "for a window, or drop --show and use --save-dir"
+            "for a window, or drop --show and use --output-dir"
         )
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return "--show: no display (DISPLAY and WAYLAND_DISPLAY are unset); drop --show and use --save-dir"
+        return "--show: no display (DISPLAY and WAYLAND_DISPLAY are unset); drop --show and use --output-dir"
     return None
 
 

@@ -88,14 +88,15 @@ class NmsOutputs(nn.Module):
     Equal to ``PostProcessor`` up to ties and float rounding of the IoUs.
     """
 
-    def __init__(self, post: PostProcessor) -> None:
+    def __init__(self, post: PostProcessor, num_anchors: int) -> None:
         super().__init__()
         self.post = post
+        # A Python int, not the traced shape: it becomes constants of the graph (top-k size, NMS limit).
+        self.k = min(post.topk_per_class, num_anchors)
 
     def forward(self, boxes: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        p = self.post
+        p, k = self.post, self.k
         per_class = scores.transpose(1, 2)  # (N, C, A)
-        k = min(p.topk_per_class, per_class.shape[2])
         kth = per_class.topk(k, dim=2).values[..., -1:]
         per_class = torch.where(per_class >= kth, per_class, torch.full_like(per_class, -1.0))
         sel = _NonMaxSuppression.apply(boxes, per_class, k, p.nms_thresh, p.score_thresh)
@@ -120,7 +121,7 @@ def metadata(
         "detector.format": FORMAT,
         "detector.outputs": outputs,
         "detector.precision": precision,
-        "detector.input_size": json.dumps(list(cfg.model.image_size)),
+        "detector.input_size": json.dumps(list(post.input_size)),
         "detector.score_fn": post.score_fn,
         "detector.postprocess": json.dumps(
             {
@@ -183,7 +184,7 @@ def export_nms_graph(
     scores = torch.rand(1, num_anchors, num_classes)
     dynamic = {name: {0: "batch"} for name in RAW_OUTPUTS} if dynamic_batch else {}
     dynamic.update({name: {0: "detections"} for name in NMS_OUTPUTS})
-    _export(NmsOutputs(post).eval(), (boxes, scores), Path(path), list(RAW_OUTPUTS), list(NMS_OUTPUTS), dynamic)
+    _export(NmsOutputs(post, num_anchors).eval(), (boxes, scores), Path(path), list(RAW_OUTPUTS), list(NMS_OUTPUTS), dynamic)
 
 
 def append_nms(raw: onnx.ModelProto, post: PostProcessor, dynamic_batch: bool) -> onnx.ModelProto:

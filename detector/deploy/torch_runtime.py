@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from detector import build
-from detector.config import Config
 from detector.data.image_io import preprocess
 from detector.errors import UserError
 from detector.ssd.detections import LabelMap
+from detector.ssd.postprocess import PostProcessor
 
 
 @dataclass
@@ -71,7 +71,7 @@ class Detector:
     ``labels`` (D,) int64 model labels (1-based), ``category_ids`` (D,) the dataset's ids and ``names``.
     """
 
-    def __init__(self, model, postprocessor, categories: list[dict], cfg: Config, device: str = "cpu",
+    def __init__(self, model, postprocessor: PostProcessor, categories: list[dict], device: str = "cpu",
                  half: bool = False) -> None:  # fmt: skip
         self.device = resolve_device(device)
         if half and self.device.type == "cpu":
@@ -79,16 +79,15 @@ class Detector:
         self.dtype = torch.float16 if half else torch.float32
         self.model = model.to(self.device, self.dtype).eval()
         self.post = postprocessor
-        self.cfg = cfg
         self.labels = LabelMap(categories)
         self.categories, self.names = categories, self.labels.names
-        self.input_size = cfg.model.image_size
+        self.input_size = postprocessor.input_size
         self.times = StageTimes()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", half: bool = False) -> Detector:
-        model, post, categories, cfg = build.load_detector(path)
-        return cls(model, post, categories, cfg, device, half)
+        model, post, categories, _ = build.load_detector(path)
+        return cls(model, post, categories, device, half)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

@@ -1,1 +1,2 @@
-"""COCO evaluation with pycocotools: ground truth, running a model over a dataset, the human-facing report."""
+"""COCO evaluation with pycocotools: ground truth and scoring, running a model over a dataset, evaluating a
+checkpoint and writing its results (run), a ready detector's AP (detector_accuracy), the human-facing report."""

@@ -1,0 +1,88 @@
+"""Evaluating a checkpoint on a COCO-format dataset, or scoring an existing results file, and writing the results.
+
+Detections are COCO results records ({"image_id", "category_id" the dataset's id, "bbox": [x, y, w, h] in
+original image pixels, "score"}). ``write_results`` writes into a folder:
+
+- ``metrics.json``: the 12 COCO numbers (``AP`` ... ``ARl``), ``per_class`` {name: AP} and, for a checkpoint,
+  ``model`` (backbone, width, reduced_tail, layout: what tools/table6.py --map reads);
+- ``detections.json``: the records (a test-dev submission file);
+- ``pr_curve.png``: precision against recall at IoU 0.5 and 0.75 (when there were detections to score).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from detector.data.dataset import CocoDetection, collate
+from detector.errors import UserError
+from detector.evaluation.coco_eval import evaluate, load_coco
+from detector.evaluation.predict import predict_coco
+from detector.evaluation.report import plot_precision_recall
+from detector.ssd.detections import LabelMap
+from detector.ssd.postprocess import PostProcessor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    """``detections`` (COCO results records), ``metrics`` (``coco_eval.evaluate``'s dict, with COCOeval's
+    ``precision`` (T, R, K, A, M) array when there were detections) and ``model`` (the checkpoint's model
+    settings, None for a results file)."""
+
+    detections: list[dict]
+    metrics: dict
+    model: dict | None = None
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    post: PostProcessor,
+    categories: list[dict],
+    dataset: CocoDetection,
+    device: torch.device,
+    batch_size: int = 16,
+    workers: int = 2,
+    progress: bool = True,
+) -> EvalResult:
+    """Run ``model`` + ``post`` over ``dataset`` (a plain-resize ``CocoDetection``) and score it against the
+    ground truth of the dataset's annotation file. ``categories`` are the model's, in label order."""
+    if [c["id"] for c in dataset.categories] != [c["id"] for c in categories]:
+        log.warning("the dataset's category ids differ from the checkpoint's; results use the checkpoint's")
+    loader = DataLoader(dataset, batch_size, num_workers=workers, collate_fn=collate)
+    detections = predict_coco(model.to(device), post, loader, LabelMap(categories), device, progress)
+    return EvalResult(detections, evaluate(load_coco(dataset.ann_file), detections))
+
+
+def evaluate_detections_file(detections_path: str | Path, gt_path: str | Path) -> EvalResult:
+    """Score an existing COCO results JSON (a list of records) against the annotation file ``gt_path``."""
+    gt = load_coco(gt_path)
+    try:
+        detections = json.loads(Path(detections_path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{detections_path}: cannot read detections: {exc}") from None
+    if not isinstance(detections, list):
+        raise UserError(f"{detections_path}: expected a JSON list of COCO results")
+    return EvalResult(detections, evaluate(gt, detections))
+
+
+def write_results(result: EvalResult, out_dir: str | Path) -> list[Path]:
+    """Write detections.json, pr_curve.png (when there is a precision array) and metrics.json into ``out_dir``
+    (created); returns the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "detections.json"]
+    written[0].write_text(json.dumps(result.detections))
+    record = {k: v for k, v in result.metrics.items() if k != "precision"}
+    if result.metrics.get("precision") is not None:
+        written.append(plot_precision_recall(result.metrics["precision"], out / "pr_curve.png"))
+    if result.model:
+        record["model"] = result.model
+    (out / "metrics.json").write_text(json.dumps(record, indent=1))
+    return [out / "metrics.json", *written]

@@ -1,0 +1,126 @@
+"""The inference benchmark's paths, its targets as data, and its report (text table and JSON).
+
+Timings are ``detector.paper.latency.Timing`` rows: a path name, threads, batch, rounds timed and the median
+milliseconds per call of the stages ``pre``, ``model``, ``post`` and ``e2e`` (torchvision's full call has
+``e2e`` only). A target is the ratio of one (path, stage) time to another at 1 thread, batch 1, compared with
+a goal: ``>=`` for speed-ups (higher is better), ``<=`` for time ratios (lower is better).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from detector.paper.latency import Timing
+
+TV_E2E = "torchvision e2e"
+TV_SPLIT = "torchvision split"
+OURS_TV_WEIGHTS = "ours, tv weights, eager"
+OURS_EAGER = "ours eager"
+ORT_FP32 = "ours onnxruntime fp32"
+ORT_FP32_NMS = "ours onnxruntime fp32, NMS graph"
+ORT_INT8 = "ours onnxruntime int8"
+PATHS = (TV_E2E, TV_SPLIT, OURS_TV_WEIGHTS, OURS_EAGER, ORT_FP32, ORT_FP32_NMS, ORT_INT8)
+
+
+@dataclass(frozen=True)
+class Target:
+    """``numerator`` time / ``denominator`` time, each a (path, stage), against ``goal`` in ``direction``."""
+
+    name: str
+    numerator: tuple[str, str]
+    denominator: tuple[str, str]
+    goal: float
+    direction: str  # ">=" (higher is better) or "<=" (lower is better)
+
+    def value(self, at: dict[str, dict[str, float]]) -> float:
+        """The ratio from ``at`` = {path: {stage: ms}} of one (threads, batch) configuration."""
+        (num_path, num_stage), (den_path, den_stage) = self.numerator, self.denominator
+        return at[num_path][num_stage] / at[den_path][den_stage]
+
+    def met(self, value: float) -> bool:
+        return value >= self.goal if self.direction == ">=" else value <= self.goal
+
+
+TARGETS = (
+    Target("post_speedup_same_settings", (TV_SPLIT, "post"), (OURS_TV_WEIGHTS, "post"), 10.0, ">="),
+    Target("post_speedup_ours_model", (TV_SPLIT, "post"), (OURS_EAGER, "post"), 10.0, ">="),
+    Target("onnx_e2e_over_tv_e2e", (ORT_FP32, "e2e"), (TV_E2E, "e2e"), 0.3, "<="),
+    Target("eager_e2e_over_tv_e2e", (OURS_EAGER, "e2e"), (TV_E2E, "e2e"), 0.6, "<="),
+    Target("int8_model_over_fp32_model", (ORT_INT8, "model"), (ORT_FP32, "model"), 0.6, "<="),
+    Target("int8_e2e_over_fp32_e2e", (ORT_INT8, "e2e"), (ORT_FP32, "e2e"), 0.6, "<="),
+)
+TARGET_THREADS, TARGET_BATCH = 1, 1
+
+
+def evaluate_targets(rows: list[Timing], targets: tuple[Target, ...] = TARGETS) -> dict[str, dict]:
+    """{name: {"value", "goal", "met"}} at 1 thread, batch 1; empty when that configuration was not run, and
+    without the targets whose paths were not timed."""
+    at = {r.path: r.ms for r in rows if (r.threads, r.batch) == (TARGET_THREADS, TARGET_BATCH)}
+    found = {}
+    for t in targets:
+        if {t.numerator[0], t.denominator[0]} <= set(at):
+            value = t.value(at)
+            found[t.name] = {"value": round(value, 3), "goal": t.goal, "met": t.met(value)}
+    return found
+
+
+def _torchvision_e2e(rows: list[Timing], threads: int, batch: int) -> float:
+    return next(r.ms["e2e"] for r in rows if (r.path, r.threads, r.batch) == (TV_E2E, threads, batch))
+
+
+def timing_table(rows: list[Timing], name: str) -> str:
+    """One block per (threads, batch): the stage times of every path, e2e per image and x torchvision's e2e."""
+    lines = []
+    for threads, batch in dict.fromkeys((r.threads, r.batch) for r in rows):
+        group = [r for r in rows if (r.threads, r.batch) == (threads, batch)]
+        tv = _torchvision_e2e(rows, threads, batch)
+        lines.append(f"\nthreads {threads}, batch {batch} (ms per call; our model: {name})")
+        lines.append(
+            f"{'path':33s} {'pre':>7s} {'model':>7s} {'post':>7s} {'e2e':>8s} {'e2e/img':>8s} {'x tv':>6s} {'reps':>4s}"
+        )
+        for r in group:
+            cells = [f"{r.ms[k]:7.1f}" if k in r.ms else f"{'-':>7s}" for k in ("pre", "model", "post")]
+            lines.append(
+                f"{r.path:33s} {' '.join(cells)} {r.ms['e2e']:8.1f} {r.ms['e2e'] / batch:8.1f} "
+                f"{r.ms['e2e'] / tv:6.2f} {r.repeats:4d}"
+            )
+    return "\n".join(lines)
+
+
+def targets_text(found: dict[str, dict], targets: tuple[Target, ...] = TARGETS) -> str:
+    """The targets block: value, goal with its direction, met or MISSED."""
+    direction = {t.name: t.direction for t in targets}
+    lines = [f"\ntargets ({TARGET_THREADS} thread, batch {TARGET_BATCH}):"]
+    for key, t in found.items():
+        lines.append(
+            f"  {key:30s} {t['value']:8.3f} (goal {direction[key]} {t['goal']}) {'met' if t['met'] else 'MISSED'}"
+        )
+    return "\n".join(lines)
+
+
+def json_report(rows: list[Timing], model: str, weights: str, score_thresh: float, versions: dict[str, str],
+                frame: tuple[int, int] = (480, 640)) -> dict:  # fmt: skip
+    """Everything as JSON: the run's settings, the machine, ``versions`` ({"torch": ..., "onnxruntime": ...}),
+    one record per timing (``<stage>_ms`` and ``ratio_to_torchvision_e2e``) and the targets."""
+    return {
+        "model": model,
+        "frame": list(frame),
+        "score_thresh": score_thresh,
+        "weights": weights,
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        **versions,
+        "results": [
+            {
+                "path": r.path,
+                "threads": r.threads,
+                "batch": r.batch,
+                "repeats": r.repeats,
+                **{f"{k}_ms": round(v, 3) for k, v in r.ms.items()},
+                "ratio_to_torchvision_e2e": round(r.ms["e2e"] / _torchvision_e2e(rows, r.threads, r.batch), 4),
+            }
+            for r in rows
+        ],
+        "targets": evaluate_targets(rows),
+    }

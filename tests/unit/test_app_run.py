@@ -1,0 +1,82 @@
+"""run_detection in-process: a tiny checkpoint over an image folder, Ctrl-C mid-run, unreadable sources."""
+
+import json
+import os
+import signal
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detector.app.frame_detector import FrameDetector, open_detector
+from detector.app.run import run_detection
+from detector.app.sources import open_source
+from detector.deploy.torch_runtime import Detector
+from detector.errors import UserError
+
+from .test_app_outputs import FakeBackend
+from .tiny_checkpoint import write_tiny_checkpoint
+
+
+@pytest.fixture
+def folder(tmp_path):
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"a.jpg": (48, 64), "sub/b.png": (90, 30), "c.png": (40, 40)}.items():
+        cv2.imwrite(str(images / name), cv2.resize((rng.random((6, 6, 3)) * 255).astype(np.uint8), (w, h)))
+    (images / "broken.jpg").write_bytes(b"not an image")
+    return images
+
+
+@pytest.fixture
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_tiny_checkpoint_over_an_image_folder(tmp_path, folder, one_thread):
+    backend = open_detector(write_tiny_checkpoint(tmp_path / "tiny.pt"))
+    assert isinstance(backend, Detector) and backend.names == ["circle", "square", "triangle"]
+    out, lines = tmp_path / "out", tmp_path / "d.jsonl"
+    run = run_detection(FrameDetector(backend, conf=0.0), open_source(str(folder)), out, lines, progress=False)
+    assert (run.frames, run.exit_code, run.stopped) == (3, 0, "")
+    assert run.lines[0].startswith("3 frames in ") and "skipped 1 unreadable images" in run.lines[0]
+    assert run.lines[1:] == [f"wrote {lines}", f"wrote 3 annotated images to {out}"]
+    records = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert sorted((r["width"], r["height"]) for r in records) == [(30, 90), (40, 40), (64, 48)]
+    assert all(r["detections"] and r["frame"] == 0 for r in records)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*")) == ["a.jpg", "c.png", "sub/b.png"]
+
+
+class InterruptingBackend(FakeBackend):
+    """Sends this process SIGINT while detecting on the second frame, as Ctrl-C would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __call__(self, frames):
+        self.calls += 1
+        if self.calls == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().__call__(frames)
+
+
+def test_ctrl_c_finishes_the_frame_and_restores_the_handlers(tmp_path, folder):
+    before = signal.getsignal(signal.SIGINT)
+    lines = tmp_path / "d.jsonl"
+    run = run_detection(FrameDetector(InterruptingBackend()), open_source(str(folder)), None, lines, progress=False)
+    assert (run.frames, run.exit_code, run.stopped) == (2, 130, "interrupted by SIGINT")
+    assert run.lines[0].endswith("(interrupted by SIGINT)") and len(lines.read_text().splitlines()) == 2
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_no_readable_image_is_a_user_error(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"")
+    (tmp_path / "y.png").write_bytes(b"junk")
+    with pytest.raises(UserError, match="none of the 2 images could be read"):
+        run_detection(FrameDetector(FakeBackend()), open_source(str(tmp_path)), progress=False)
