@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint table6 clean
+.PHONY: demo test test-unit test-slow lint table6 clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests/unit
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

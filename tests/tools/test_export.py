@@ -16,7 +16,7 @@ from detector.deploy.parity import Parity, nms_parity, sample_inputs
 from detector.deploy.torch_runtime import Detector
 from detector.deploy.torchscript import export_torchscript, load_torchscript
 
-from .conftest import run_tool
+from ..conftest import run_tool
 from .test_detect import ENV, SIZES, detect, read_lines, smooth_image
 from .test_detect import _one_thread as _one_thread  # noqa: F401 - fixtures
 from .test_detect import mixed_folder as mixed_folder  # noqa: F401

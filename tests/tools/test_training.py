@@ -6,8 +6,8 @@ import torch
 
 from detector import checkpoint
 
-from .conftest import ROOT, run_tool
-from .data_fixtures import TINY_TRAIN, tiny_dataset
+from ..conftest import ROOT, run_tool
+from ..data_fixtures import TINY_TRAIN, tiny_dataset
 
 
 def _train(out, data, *extra, sets=()):

@@ -13,8 +13,8 @@ import torch
 from detector import checkpoint
 from detector.errors import UserError
 
-from .conftest import ROOT, run_tool
-from .data_fixtures import TINY_TRAIN, tiny_dataset
+from ..conftest import ROOT, run_tool
+from ..data_fixtures import TINY_TRAIN, tiny_dataset
 
 LONG = [*TINY_TRAIN, "train.batch_size=2", "train.epochs=3", "train.eval_every=0"]
 

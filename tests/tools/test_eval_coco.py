@@ -6,8 +6,8 @@ from pycocotools.cocoeval import COCOeval
 
 from detector.evaluation.coco_eval import STAT_KEYS
 
-from .conftest import run_tool
-from .data_fixtures import tiny_dataset
+from ..conftest import run_tool
+from ..data_fixtures import tiny_dataset
 
 
 def _gt_as_detections(ann_file):

@@ -5,7 +5,7 @@ import torchvision
 from detector.backbones.mobilenet_v3 import block_specs, load_torchvision_state_dict, mobilenet_v3
 from detector.paper.complexity import all_params
 
-from .conftest import randomise_batchnorm
+from ..conftest import randomise_batchnorm
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from detector.build import build_model
 from detector.config import Config, ModelConfig, to_dict
 from detector.errors import UserError
 
-from .conftest import ROOT, randomise_batchnorm, run_tool
+from ..conftest import ROOT, randomise_batchnorm, run_tool
 
 CATEGORIES = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 5, "name": "triangle"}]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # small models; one thread is fastest and deterministic

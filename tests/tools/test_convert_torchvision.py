@@ -3,7 +3,7 @@ from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
 from detector.build import load_detector
 
-from .conftest import randomise_batchnorm, run_tool
+from ..conftest import randomise_batchnorm, run_tool
 
 
 def _random_torchvision_detector() -> torch.nn.Module:

@@ -2,7 +2,7 @@
 
 import json
 
-from .conftest import run_tool
+from ..conftest import run_tool
 from .test_detect import ENV
 
 PATHS = [

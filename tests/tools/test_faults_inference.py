@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from .conftest import ROOT
+from ..conftest import ROOT
 from .test_detect import ENV, detect, video_args
 from .test_detect import weights as weights  # noqa: F401 - a fixture
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from .conftest import run_tool
-from .data_fixtures import TINY_TRAIN, hostile_dataset
+from ..conftest import run_tool
+from ..data_fixtures import TINY_TRAIN, hostile_dataset
 
 
 def test_check_dataset_lists_every_problem(tmp_path):
