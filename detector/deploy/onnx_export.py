@@ -10,7 +10,7 @@ Graphs (N is the batch, fixed at 1 or dynamic; (H, W) the model input size, fixe
   1..C; image by image, best first. ONNX ``NonMaxSuppression`` does the per-class NMS.
 
 The file carries everything a runner needs in ``metadata_props`` (see ``metadata``): input size, score
-function, post-processing settings and categories, so ``detector.onnx_detector`` needs nothing else.
+function, post-processing settings and categories, so ``detector.deploy.onnx_runtime`` needs nothing else.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Running our exported ONNX files with ONNX Runtime, with the same interface and results as ``Detector``.
 
 The file alone suffices: input size, score function, post-processing settings and categories come from its
-``metadata_props`` (written by ``detector.export_onnx``). Raw graphs are post-processed here with our
+``metadata_props`` (written by ``detector.deploy.onnx_export``). Raw graphs are post-processed here with our
 ``PostProcessor`` (the same code as the PyTorch path); NMS graphs already return detections.
 """
 

@@ -3,7 +3,7 @@
 Activation ranges are calibrated (min/max) on real images run through the model's own pre-processing.
 Weights are int8 per output channel, activations uint8 (the fast u8 x s8 path of x86 VNNI and ARM dot
 products). ``quant_pre_process`` (shape inference and graph optimisation) runs first, as ONNX Runtime
-recommends; afterwards the hard sigmoids become int8 additions (``detector.qdq_hard_sigmoid``).
+recommends; afterwards the hard sigmoids become int8 additions (``detector.deploy.qdq_hard_sigmoid``).
 """
 
 from __future__ import annotations

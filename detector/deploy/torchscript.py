@@ -1,7 +1,7 @@
 """TorchScript export of the raw graph (the same outputs as the raw ONNX graph), for C++/LibTorch runtimes.
 
 ``images`` (N, 3, H, W) float32 in [0, 1] -> (``boxes`` (N, A, 4) xyxy input pixels, ``scores`` (N, A, C)).
-The metadata of ``detector.export_onnx.metadata`` travels as the extra file ``detector.json``.
+The metadata of ``detector.deploy.onnx_export.metadata`` travels as the extra file ``detector.json``.
 """
 
 from __future__ import annotations
