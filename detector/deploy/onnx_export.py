@@ -184,7 +184,8 @@ def export_nms_graph(
     scores = torch.rand(1, num_anchors, num_classes)
     dynamic = {name: {0: "batch"} for name in RAW_OUTPUTS} if dynamic_batch else {}
     dynamic.update({name: {0: "detections"} for name in NMS_OUTPUTS})
-    _export(NmsOutputs(post, num_anchors).eval(), (boxes, scores), Path(path), list(RAW_OUTPUTS), list(NMS_OUTPUTS), dynamic)
+    module = NmsOutputs(post, num_anchors).eval()
+    _export(module, (boxes, scores), Path(path), list(RAW_OUTPUTS), list(NMS_OUTPUTS), dynamic)
 
 
 def append_nms(raw: onnx.ModelProto, post: PostProcessor, dynamic_batch: bool) -> onnx.ModelProto:

@@ -82,8 +82,9 @@ def nms_parity(
     """An NMS graph ``run(images) -> [det_batch, det_boxes, det_scores, det_labels]`` against ``PostProcessor`` on
     ``reference(images) -> (boxes, scores)`` raw outputs: those of the same runtime's raw graph, so that the check
     is of the post-processing alone (last-bit differences between runtimes can flip an NMS decision between two
-    nearly equal scores; raw outputs are compared with PyTorch by ``raw_parity``). Scores are compared sorted, which ties (equal scores kept in either order) cannot
-    change; ``matched`` counts detections with a same-class reference box within BOX_ATOL."""
+    nearly equal scores; raw outputs are compared with PyTorch by ``raw_parity``). Scores are compared sorted,
+    which ties (equal scores kept in either order) cannot change; ``matched`` counts detections with a
+    same-class reference box within BOX_ATOL."""
     result = Parity()
     for images in inputs:
         image, boxes, scores, labels = run(images)
