@@ -22,7 +22,7 @@ from detector.backbones.mobilenet_v1 import MobileNetV1
 from detector.backbones.mobilenet_v2 import mobilenet_v2_backbone
 from detector.backbones.mobilenet_v3 import mobilenet_v3
 from detector.config import Config, ConfigError, DataConfig, LossConfig, ModelConfig
-from detector.data.dataset import CocoDetection, collate
+from detector.data.dataset import CocoDetection, collate, eval_loader
 from detector.data.transforms import build_transform
 from detector.errors import UserError
 from detector.evaluation.coco_eval import load_coco
@@ -174,11 +174,6 @@ def build_eval_dataset(cfg: Config, data: DataConfig) -> CocoDetection:
     """The val split of ``data`` with the plain resize to the model of ``cfg``."""
     ann, images = data_files(data, "val")
     return CocoDetection(ann, images, build_transform(cfg.model.image_size))
-
-
-def eval_loader(dataset: CocoDetection, batch_size: int = 16, workers: int = 2) -> DataLoader:
-    """Batches of a plain-resize dataset in order, for evaluation."""
-    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)
 
 
 def build_training(cfg: Config, train_set: CocoDetection, val_set: CocoDetection | None, dist: DistInfo) -> Training:

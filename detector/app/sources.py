@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detector.data.image_io import IMAGE_EXTENSIONS, read_image
+from detector.data.image_io import IMAGE_EXTENSIONS, image_files, read_image
 from detector.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -232,10 +232,6 @@ class LiveSource:
             self.cap.release()
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-
-
 def _glob_root(pattern: str) -> Path:
     """The folder part of ``pattern`` before its first wildcard (names are made relative to it)."""
     parts = Path(pattern).parts
@@ -254,7 +250,7 @@ def open_source(spec: str, live_timeout_s: float = 10.0) -> ImageSource | VideoS
         return LiveSource(spec, spec, live_timeout_s)
     path = Path(spec)
     if path.is_dir():
-        files = _image_files(path)
+        files = image_files(path)
         if not files:
             raise UserError(f"{spec}: the folder holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         return ImageSource(files, [safe_name(str(p.relative_to(path))) for p in files], spec)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from detector.data.annotations import ImageRecord, read_annotation_json, read_coco_records
 from detector.data.image_io import read_image
@@ -93,6 +93,11 @@ class CocoDetection(Dataset):
             "image_id": rec.image_id,
             "orig_size": (h, w),
         }
+
+
+def eval_loader(dataset: CocoDetection, batch_size: int = 16, workers: int = 2) -> DataLoader:
+    """Batches of a plain-resize dataset in order, for evaluation."""
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)
 
 
 def collate(batch: list[tuple[np.ndarray, dict]]) -> tuple[torch.Tensor, list[dict]]:

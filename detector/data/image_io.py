@@ -18,6 +18,11 @@ from detector.errors import UserError
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm"}
 
 
+def image_files(folder: Path) -> list[Path]:
+    """Every image file under ``folder`` (recursively, by extension), sorted."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
 def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Encoded image bytes -> (H, W, 3) uint8 RGB. Raises UserError naming ``name`` when undecodable."""
     buf = np.frombuffer(data, dtype=np.uint8)

@@ -18,7 +18,7 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from tqdm import tqdm
 
-from detector.data.image_io import IMAGE_EXTENSIONS, preprocess, read_image
+from detector.data.image_io import image_files, preprocess, read_image
 from detector.deploy.qdq_hard_sigmoid import rewrite_hard_sigmoids
 from detector.errors import UserError
 
@@ -30,7 +30,7 @@ def calibration_files(folder: str | Path, limit: int) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"--calib {folder}: not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    files = image_files(folder)
     if not files:
         raise UserError(f"--calib {folder}: no image files in it")
     if len(files) > limit:

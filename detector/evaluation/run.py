@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
-from detector.data.dataset import CocoDetection, collate
+from detector.data.dataset import CocoDetection, eval_loader
 from detector.errors import UserError
 from detector.evaluation.coco_eval import evaluate, load_coco
 from detector.evaluation.predict import predict_coco
@@ -55,7 +54,7 @@ def evaluate_model(
     ground truth of the dataset's annotation file. ``categories`` are the model's, in label order."""
     if [c["id"] for c in dataset.categories] != [c["id"] for c in categories]:
         log.warning("the dataset's category ids differ from the checkpoint's; results use the checkpoint's")
-    loader = DataLoader(dataset, batch_size, num_workers=workers, collate_fn=collate)
+    loader = eval_loader(dataset, batch_size, workers)
     detections = predict_coco(model.to(device), post, loader, LabelMap(categories), device, progress)
     return EvalResult(detections, evaluate(load_coco(dataset.ann_file), detections))
 
