@@ -67,7 +67,10 @@ def build_model(cfg: ModelConfig, init: bool = True) -> SSDLite:
     if len(cfg.image_size) != 2 or min(cfg.image_size) < 32:
         raise ConfigError(f"model.image_size: expected [H, W] of at least 32 pixels, got {cfg.image_size}")
     if cfg.num_classes < 1:
-        raise ConfigError(f"model.num_classes: expected at least 1, got {cfg.num_classes}")
+        raise ConfigError(
+            f"model.num_classes: expected at least 1 (0 only in a training recipe: the training set's), "
+            f"got {cfg.num_classes}"
+        )
     depths = extra_depths(cfg)
     norm_layer = batch_norm(cfg.bn_eps, cfg.bn_momentum)
     model = SSDLite(
@@ -127,63 +130,95 @@ def data_files(data: DataConfig, split: str) -> tuple[Path, Path]:
     if not ann or not images:
         raise UserError(f"no {split} data: give --data-root, or --{split}-json and --{split}-images")
     ann_path, image_dir = Path(ann), Path(images)
+    layout = (
+        f"; --data-root DIR (here {data.data_root}) holds COCO 2017's layout: DIR/annotations/"
+        f"instances_train2017.json, DIR/annotations/instances_val2017.json, DIR/train2017/, DIR/val2017/; "
+        f"or give the files with --{split}-json FILE and --{split}-images DIR"
+        if data.data_root
+        else ""
+    )
     if not ann_path.is_file():
-        raise UserError(f"{ann_path}: annotation file not found")
+        raise UserError(f"{ann_path}: annotation file not found{layout}")
     if not image_dir.is_dir():
-        raise UserError(f"{image_dir}: image folder not found")
+        raise UserError(f"{image_dir}: image folder not found{layout}")
     return ann_path, image_dir
 
 
-def load_detector(path: str | Path):
-    """(model in eval mode, post-processor, categories, Config) from a checkpoint alone."""
-    ckpt = checkpoint.load(path)
-    cfg = config.from_dict(ckpt["config"])
+def detector_from_checkpoint(ckpt: dict, source: str | Path):
+    """(model in eval mode, post-processor, categories, Config) from a checkpoint's contents alone; ``source``
+    names it in errors."""
+    try:
+        cfg = config.from_dict(ckpt["config"])
+    except ConfigError as exc:
+        raise UserError(f"{source}: its config cannot be used: {exc}") from None
     model = build_model(cfg.model, init=False)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        raise UserError(f"{path}: weights do not fit the model its config describes: {str(exc)[:300]}") from None
+        raise UserError(f"{source}: weights do not fit the model its config describes: {str(exc)[:300]}") from None
     model.eval()
     return model, build_postprocessor(cfg, model.anchors), ckpt["categories"], cfg
+
+
+def load_detector(path: str | Path):
+    """(model in eval mode, post-processor, categories, Config) from a checkpoint file alone."""
+    return detector_from_checkpoint(checkpoint.load(path), path)
 
 
 def build_datasets(cfg: Config, validate: bool = True) -> tuple[CocoDetection, CocoDetection | None]:
     """(training set with the recipe's augmentation, validation set with a plain resize or None).
 
-    ``model.num_classes`` must equal the training set's number of categories: the error says which to change.
+    ``model.num_classes`` must equal the training set's number of categories (the error says which to change);
+    0 in the recipe takes the training set's number, and ``cfg`` then holds it.
     """
     train_json, train_images = data_files(cfg.data, "train")
     size, augment = cfg.model.image_size, cfg.data.augment
     transform = build_transform(size, augment, cfg.data.zoom_out_max)
-    train_set = CocoDetection(train_json, train_images, transform, cfg.train.seed, preflight=cfg.data.preflight)
+    if cfg.data.class_slots not in ("contiguous", "category_id"):
+        raise ConfigError(f"data.class_slots: unknown {cfg.data.class_slots!r}; expected contiguous or category_id")
+    id_slots = cfg.data.class_slots == "category_id"
+    train_set = CocoDetection(train_json, train_images, transform, cfg.train.seed, cfg.data.preflight, id_slots)
     found = len(train_set.categories)
+    slots = " class slots (data.class_slots: category_id)" if id_slots else " categories"
+    if cfg.model.num_classes == 0:  # the recipe asks for the training set's classes
+        cfg.model.num_classes = found
     if cfg.model.num_classes != found:
         raise ConfigError(
-            f"model.num_classes is {cfg.model.num_classes}, but {train_json} has {found} categories: "
+            f"model.num_classes is {cfg.model.num_classes}, but {train_json} has {found}{slots}: "
             f"set model.num_classes={found} in the recipe (or --set model.num_classes={found}), or train on data "
             f"with {cfg.model.num_classes} categories"
         )
     val_set = None
     if validate:
         val_json, val_images = data_files(cfg.data, "val")
-        val_set = CocoDetection(val_json, val_images, build_transform(size), preflight=cfg.data.preflight)
+        val_set = CocoDetection(val_json, val_images, build_transform(size), preflight=cfg.data.preflight,
+                                id_slots=id_slots)  # fmt: skip
     return train_set, val_set
 
 
 def build_eval_dataset(cfg: Config, data: DataConfig) -> CocoDetection:
     """The val split of ``data`` with the plain resize to the model of ``cfg``."""
     ann, images = data_files(data, "val")
-    return CocoDetection(ann, images, build_transform(cfg.model.image_size))
+    return CocoDetection(ann, images, build_transform(cfg.model.image_size), id_slots=data.class_slots == "category_id")
 
 
-def build_training(cfg: Config, train_set: CocoDetection, val_set: CocoDetection | None, dist: DistInfo) -> Training:
-    """Every object of a training run on this process: model (on the device, wrapped in DDP with several
-    processes), criterion, post-processor, loaders (the global batch split over the processes), optimiser,
-    warmup + cosine schedule per iteration, gradient scaler, EMA, step settings."""
+def build_training(
+    cfg: Config,
+    train_set: CocoDetection,
+    val_set: CocoDetection | None,
+    dist: DistInfo,
+    model: SSDLite | None = None,
+) -> Training:
+    """Every object of a training run on this process: model (``model`` when given, e.g. started from other
+    weights, else a fresh one; on the device, wrapped in DDP with several processes), criterion,
+    post-processor, loaders (the global batch split over the processes), optimiser, warmup + cosine schedule
+    per iteration, gradient scaler, EMA, step settings."""
     t, device = cfg.train, dist.device
     if t.batch_size % dist.world_size:
         raise ConfigError(f"train.batch_size {t.batch_size} does not split over {dist.world_size} processes")
-    model = build_model(cfg.model)
+    if t.freeze_backbone_epochs < 0 or t.backbone_lr_mult < 0:
+        raise ConfigError("train.freeze_backbone_epochs and train.backbone_lr_mult must not be negative")
+    model = model if model is not None else build_model(cfg.model)
     if t.sync_bn and dist.enabled and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
@@ -204,13 +239,15 @@ def build_training(cfg: Config, train_set: CocoDetection, val_set: CocoDetection
         raise ConfigError(
             f"{len(train_set)} training images do not fill one batch of {t.batch_size} (train.batch_size)"
         )
-    optimizer = build_optimizer(model, t.lr, t.momentum, t.weight_decay)
+    optimizer = build_optimizer(model, t.lr, t.momentum, t.weight_decay, t.backbone_lr_mult)
     schedule = warmup_cosine(t.epochs * len(train_loader), t.warmup_iters, t.warmup_factor, t.min_lr_ratio)
     amp = t.amp and device.type == "cuda"
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True) if t.ema else None
     net = model
     if dist.enabled:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # A frozen backbone has no gradients for a while: DDP must then look for the parameters a step left out.
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=t.freeze_backbone_epochs > 0)  # fmt: skip
     return Training(
         model=model,
         net=net,
@@ -224,7 +261,9 @@ def build_training(cfg: Config, train_set: CocoDetection, val_set: CocoDetection
         val_loader=eval_loader(val_set, workers=cfg.data.workers) if val_set is not None else None,
         val_gt=load_coco(val_set.ann_file) if val_set is not None and dist.is_main else None,  # scored on main
         labels=LabelMap(train_set.categories),
-        settings=StepSettings(device, amp, t.channels_last, t.clip_grad_norm, t.freeze_bn, t.max_bad_steps),
+        settings=StepSettings(
+            device, amp, t.channels_last, t.clip_grad_norm, t.freeze_bn, t.max_bad_steps, t.freeze_backbone_epochs
+        ),
         config=config.to_dict(cfg),
         epochs=t.epochs,
         eval_every=t.eval_every,

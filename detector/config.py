@@ -28,7 +28,7 @@ class ModelConfig:
     width: float = 1.0
     reduced_tail: bool = True  # "†": halve the blocks between C4 and C5 (MobileNetV3 only)
     layout: str = "paper"  # anchors: paper (3 on the lowest level, 2034 at 320) | torchvision (6 everywhere)
-    num_classes: int = 90
+    num_classes: int = 90  # foreground classes; 0: as many as the training set has
     image_size: tuple[int, int] = (320, 320)  # (H, W) of the model input; [H, W] in YAML
     extra_depths: list[int] = field(default_factory=lambda: [512, 256, 256, 128])
     min_depth: int = 16  # TF's floor for extra-layer depths scaled by the width multiplier
@@ -68,6 +68,9 @@ class DataConfig:
     zoom_out_max: float = 4.0
     workers: int = 2
     preflight: bool = True  # check every image file before training (missing, empty, unreadable, truncated)
+    # contiguous: label k is the k-th category by id | category_id: label k is category id k (TF's and
+    # torchvision's COCO models: 90 slots for COCO's 80 categories, Table 6's parameter counts)
+    class_slots: str = "contiguous"
 
 
 @dataclass
@@ -87,6 +90,9 @@ class TrainConfig:
     ema_decay: float = 0.9998
     sync_bn: bool = False  # CUDA only
     freeze_bn: bool = False  # BatchNorm in inference mode (fine-tuning with small batches)
+    init: str = ""  # start from: a name of the weights catalog (imagenet-large, torchvision-coco, ...) or a checkpoint
+    freeze_backbone_epochs: int = 0  # backbone frozen (weights and BatchNorm) for the first N epochs
+    backbone_lr_mult: float = 1.0  # the backbone's learning rate is train.lr times this
     seed: int = 0
     eval_every: int = 1  # epochs; 0: only at the end
     max_bad_steps: int = 20  # consecutive non-finite losses before training stops

@@ -22,6 +22,7 @@ TINY_TRAIN = [
     "train.channels_last=false",
     "data.workers=0",
     "data.augment=[hflip, ssd_crop]",
+    "data.class_slots=contiguous",
     "postprocess.score_thresh=0.01",
 ]
 

@@ -7,7 +7,7 @@ timed too. Paths, each split into pre-processing, model and post-processing plus
 
 - torchvision e2e: its full ``model(list_of_images)`` call; torchvision split: the same steps one by one
   (its "model" column is backbone + head alone);
-- ours, torchvision weights: torchvision's random weights converted (detector.paper.torchvision_ssdlite) into
+- ours, torchvision weights: torchvision's random weights converted (detector.weights.torchvision_ssdlite) into
   our model, our eager PyTorch path (BatchNorm folded, channels-last) with torchvision's post-processing settings;
 - ours eager / ONNX Runtime fp32 (raw outputs + our PostProcessor) / ONNX Runtime fp32 with NMS in the graph
   (tools/export.py --nms) / ONNX Runtime int8: the model of --weights, by default the paper's V3† (Table 6)

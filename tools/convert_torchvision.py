@@ -2,9 +2,11 @@
 
     python tools/convert_torchvision.py --out ssdlite_tv.pt [--state-dict FILE]
 
-Without --state-dict the COCO weights come through torchvision's weights API (its cache, or a download when
-the machine is online). The checkpoint carries torchvision's post-processing (score 0.001, NMS 0.55,
-300 per class, 300 per image) and the 91-id COCO category map; torchvision reports 21.3 box mAP on val2017.
+Without --state-dict the COCO weights are the catalog's ``torchvision-coco`` (torch's hub cache, downloaded
+once and checked against their SHA-256); every tool also takes ``--weights torchvision-coco`` directly, so
+this is for a checkpoint file to keep, or for a state dict of your own (e.g. torchvision's reference scripts).
+The checkpoint carries torchvision's post-processing (score 0.001, NMS 0.55, 300 per class, 300 per image) and
+the 91-id COCO category map; torchvision reports 21.3 box mAP on val2017.
 """
 
 from __future__ import annotations
@@ -12,24 +14,11 @@ from __future__ import annotations
 import argparse
 import logging
 
-from detector import checkpoint, cli, config
-from detector.build import build_model
+from detector import checkpoint, cli
 from detector.errors import UserError
-from detector.paper.torchvision_ssdlite import TORCHVISION_CONFIG, coco_categories, convert_state_dict
+from detector.weights.resolve import resolve_checkpoint, torchvision_checkpoint
 
 log = logging.getLogger("convert_torchvision")
-
-
-def fetch_coco_weights() -> dict:
-    from torchvision.models.detection import SSDLite320_MobileNet_V3_Large_Weights
-
-    try:
-        return SSDLite320_MobileNet_V3_Large_Weights.COCO_V1.get_state_dict(progress=True)
-    except OSError as exc:  # URLError and socket errors are OSErrors
-        raise UserError(
-            f"cannot fetch torchvision's COCO weights ({exc}); the machine looks offline. Download "
-            f"{SSDLite320_MobileNet_V3_Large_Weights.COCO_V1.url} elsewhere and pass it with --state-dict"
-        ) from None
 
 
 def main() -> int:
@@ -38,21 +27,18 @@ def main() -> int:
     parser.add_argument("--state-dict", help="torchvision state-dict file (torch.save(model.state_dict()))")
     args = parser.parse_args()
     cli.setup_logging()
-    state = checkpoint.load_state_file(args.state_dict) if args.state_dict else fetch_coco_weights()
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # torchvision reference-script checkpoints wrap the state dict
-    model = build_model(TORCHVISION_CONFIG.model, init=False)
-    model.load_state_dict(convert_state_dict(state, model))
-    checkpoint.save(
-        args.out,
-        {
-            "model": model.state_dict(),
-            "config": config.to_dict(TORCHVISION_CONFIG),
-            "categories": coco_categories(),
-            "source": "torchvision ssdlite320_mobilenet_v3_large",
-        },
-    )
-    log.info("wrote %s (%d tensors, torchvision layout, 3234 anchors)", args.out, len(model.state_dict()))
+    if args.state_dict:
+        state = checkpoint.load_state_file(args.state_dict)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]  # torchvision reference-script checkpoints wrap the state dict
+        ckpt = torchvision_checkpoint(state, f"torchvision ssdlite320_mobilenet_v3_large ({args.state_dict})")
+    else:
+        try:
+            ckpt = resolve_checkpoint("torchvision-coco")
+        except UserError as exc:
+            raise UserError(f"{exc}; or pass a state-dict file with --state-dict") from None
+    checkpoint.save(args.out, ckpt)
+    log.info("wrote %s (%d tensors, torchvision layout, 3234 anchors)", args.out, len(ckpt["model"]))
     return 0
 
 

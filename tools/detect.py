@@ -1,15 +1,18 @@
 """Detect objects in images, folders, globs, videos, cameras and streams; show, save and log the detections.
 
-    python tools/detect.py SOURCE --weights CKPT|MODEL.onnx [options]
-    python tools/detect.py --video SOURCE --weights CKPT|MODEL.onnx [options]
+    python tools/detect.py SOURCE [--weights NAME|CKPT|MODEL.onnx] [options]
+    python tools/detect.py --video cam0                     # webcam 0 with the default COCO model
 
 SOURCE: an image file, a folder (searched recursively), a quoted glob ("data/**/*.jpg"), a video file, camN
 (webcam N) or an rtsp:// / http(s):// stream URL. Files are read in order and every frame is processed (with a
 progress bar); cameras and streams are read on a separate thread that keeps only the newest frame, so the
 output never lags behind the camera (stale frames are dropped and counted).
 
---weights takes a checkpoint (.pt) or an ONNX file written by tools/export.py (the file carries its own
-settings). --conf and --classes filter what is drawn and what --save-json writes. --output-dir gets the
+--weights takes a name of the weights catalog (fetched once into torch's hub cache), a checkpoint (.pt) or an
+ONNX file written by tools/export.py (the file carries its own settings). Without it the default COCO model,
+torchvision-coco (torchvision's SSDLite320 MobileNetV3-Large, 21.3 mAP), runs.
+
+--conf and --classes filter what is drawn and what --save-json writes. --output-dir gets the
 annotated images (same relative names as in the source folder), and for videos, cameras and streams an
 annotated NAME.mp4 at the source's frame rate. --save-json FILE gets one JSON object per image or frame:
 {"source", "frame", "width", "height", "detections": [{"bbox": [x1, y1, x2, y2], "score", "category_id",
@@ -21,6 +24,7 @@ of the source or on q, 130 after Ctrl-C, 143 after SIGTERM).
 from __future__ import annotations
 
 import argparse
+import logging
 
 from detector import cli
 from detector.app import draw
@@ -28,13 +32,20 @@ from detector.app.frame_detector import FrameDetector, open_detector
 from detector.app.run import run_detection
 from detector.app.sources import open_source
 from detector.errors import UserError
+from detector.weights import catalog, resolve
+
+log = logging.getLogger("detect")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", nargs="?", help="image, folder, glob, video file, camN or stream URL")
     parser.add_argument("--video", metavar="SOURCE", help="video file, camN or stream URL (same as SOURCE)")
-    parser.add_argument("--weights", required=True, help="checkpoint (.pt) or exported model (.onnx)")
+    parser.add_argument(
+        "--weights",
+        help=f"name ({', '.join(catalog.names())}), checkpoint (.pt) or exported model (.onnx); "
+        f"default {catalog.DEFAULT_DETECTOR}",
+    )
     parser.add_argument("--conf", type=float, default=0.3, help="lowest score drawn and saved (default 0.3)")
     parser.add_argument("--classes", nargs="+", metavar="NAME", help="keep only these class names")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
@@ -66,6 +77,9 @@ def main() -> int:
     cli.setup_logging()
     if args.show and (problem := draw.display_problem()):
         raise UserError(problem)
+    if not args.weights:
+        args.weights = catalog.DEFAULT_DETECTOR
+        log.info("no --weights: the default COCO model, %s", resolve.describe(args.weights))
     detector = FrameDetector(open_detector(args.weights, args.device, args.half, args.threads), args.conf, args.classes)
     source = open_source(args.source or args.video, args.live_timeout)
     run = run_detection(detector, source, args.output_dir, args.save_json, args.show)

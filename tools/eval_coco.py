@@ -19,11 +19,12 @@ from detector.deploy.torch_runtime import resolve_device
 from detector.errors import UserError
 from detector.evaluation.report import summary_lines
 from detector.evaluation.run import evaluate_detections_file, evaluate_model, write_results
+from detector.weights import resolve as weights
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", help="checkpoint to run")
+    p.add_argument("--weights", help="checkpoint to run, or a name: torchvision-coco (torchvision's COCO model)")
     p.add_argument("--data-root", help="COCO 2017 layout; val2017 is evaluated")
     p.add_argument("--val-json", help="annotation file to evaluate on")
     p.add_argument("--val-images", help="its image folder")
@@ -47,7 +48,7 @@ def main() -> int:
             data_root=args.data_root or "", val_json=args.val_json or "", val_images=args.val_images or ""
         )
         device = resolve_device(args.device)
-        model, post, categories, cfg = build.load_detector(args.weights)
+        model, post, categories, cfg = weights.load_detector(args.weights)
         dataset = build.build_eval_dataset(cfg, data)
         result = evaluate_model(model, post, categories, dataset, device, args.batch_size, args.workers)
         m = cfg.model  # what tools/table6.py --map reads to place the result in its row

@@ -17,14 +17,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from detector import build, cli
+from detector import cli
 from detector.deploy.pipeline import default_output_path, export_onnx_file, export_torchscript_file
 from detector.deploy.quantize import calibration_files
+from detector.weights import resolve as weights
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="checkpoint (.pt) to export")
+    parser.add_argument("--weights", required=True, help="checkpoint (.pt) to export, or a name: torchvision-coco")
     parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     parser.add_argument("--nms", action="store_true", help="post-processing (per-class NMS) inside the ONNX graph")
     parser.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: batch 1)")
@@ -52,7 +53,7 @@ def main() -> int:
     args = parse_args()
     cli.setup_logging()
     out = Path(args.out) if args.out else default_output_path(args.weights, args.format, args.nms, args.int8)
-    model, post, categories, cfg = build.load_detector(args.weights)
+    model, post, categories, cfg = weights.load_detector(args.weights)
     source = Path(args.weights).name
     if args.format == "torchscript":
         report = export_torchscript_file(model, post, categories, cfg, out, source=source, say=print)

@@ -1,9 +1,15 @@
 """Train an SSDLite detector on COCO 2017 or any COCO-format dataset, evaluating with the COCO metrics.
 
-    python tools/train_coco.py --config configs/ssdlite_mobilenet_v3_large_paper.yaml --data-root COCO \
+    python tools/train_coco.py                                # the paper's V3† recipe on data/coco
+    python tools/train_coco.py --config configs/table6_v3_large_reduced_paper.yaml --data-root COCO \
         --output-dir runs/v3 [--set train.epochs=10 ...]
+    python tools/train_coco.py --config configs/finetune_coco_custom.yaml --data-root MYDATA --init torchvision-coco
     torchrun --nproc_per_node=8 tools/train_coco.py ...       # batch size and lr are global
     python tools/train_coco.py --resume runs/v3/last.pt       # continues where training stopped
+
+--init (train.init) starts from other weights: a name (imagenet-large, imagenet-small: the backbone;
+torchvision-coco: a COCO detector) or a checkpoint of ours; tensors load by name and shape, class rows by
+category name, and one summary says what was loaded.
 
 Writes DIR/last.pt and DIR/best.pt (by AP), one JSON line per epoch in DIR/log.jsonl and, when tensorboard
 is installed, its scalars under DIR/tb.
@@ -22,16 +28,23 @@ from detector.errors import UserError
 from detector.training import distributed
 from detector.training.faults import FaultInjector
 from detector.training.loop import StopRequest, TrainingInterrupted, fit
-from detector.training.payload import restore_training
+from detector.training.payload import find_resume, restore_training
 from detector.training.run_log import RunLog
 from detector.training.state import RunState, seed_everything
+from detector.weights import resolve as weights
 
 log = logging.getLogger("train_coco")
+DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "table6_v3_large_reduced_paper.yaml"
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML recipe (configs/*.yaml)")
+    p.add_argument(
+        "--config", help="YAML recipe (configs/*.yaml; default: the paper's V3†, " + DEFAULT_RECIPE.name + ")"
+    )
+    p.add_argument(
+        "--init", metavar="SPEC", help="start from: imagenet-large, imagenet-small, torchvision-coco or a .pt"
+    )
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides, e.g. train.lr=0.1")
     p.add_argument("--output-dir", help="where checkpoints and logs go (default: the resumed run's folder)")
     p.add_argument(
@@ -53,28 +66,10 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def find_resume(args: argparse.Namespace) -> str | None:
-    """--resume PATH, or with 'auto' the newest good checkpoint of --output-dir, or None."""
-    if args.resume != "auto":
-        return args.resume
-    if not args.output_dir:
-        raise UserError("--resume auto needs --output-dir")
-    for name in ("last.pt", "last.prev.pt"):
-        path = Path(args.output_dir) / name
-        if path.is_file():
-            try:
-                checkpoint.load(path)
-            except UserError as exc:
-                log.warning("not resuming from %s: %s", path, exc)
-                continue
-            return str(path)
-    return None
-
-
 def main() -> int:
     args = parse_args()
     cli.setup_logging()
-    resume_path = find_resume(args)
+    resume_path = find_resume(args.resume, args.output_dir)
     resume = checkpoint.load(resume_path) if resume_path else None
     overrides = list(args.set)
     for key in ("data_root", "train_json", "train_images", "val_json", "val_images"):
@@ -82,9 +77,14 @@ def main() -> int:
         if value:
             overrides.append(f"data.{key}={value}")
     if resume is not None:
+        if args.init:
+            log.warning("--init %s ignored: a resumed run continues from its own weights", args.init)
         cfg = config.from_dict(config.apply_overrides(resume["config"], overrides))
     else:
-        cfg = config.load(args.config, overrides)
+        if not args.config:
+            log.info("no --config: the paper's V3† recipe, %s", DEFAULT_RECIPE)
+        cfg = config.load(args.config or DEFAULT_RECIPE, overrides)
+    cfg.train.init = args.init or cfg.train.init  # set as given: a path is never parsed as YAML
     out_dir = Path(args.output_dir or (Path(resume_path).parent if resume_path else "runs/train"))
     dist = distributed.init(args.device)
     if not dist.is_main:
@@ -105,7 +105,11 @@ def main() -> int:
             dist.device,
             out_dir,
         )
-        t = build.build_training(cfg, train_set, val_set, dist)
+        model = None
+        if cfg.train.init and resume is None:  # a resumed run has its own weights
+            model = build.build_model(cfg.model)
+            log.info(weights.initialise(model, cfg.train.init, cfg.model.backbone, train_set.categories).message())
+        t = build.build_training(cfg, train_set, val_set, dist, model)
         state = RunState()
         if resume is not None:
             state = restore_training(resume, t.model, t.optimizer, t.scheduler, t.scaler, t.ema)

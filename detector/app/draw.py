@@ -64,8 +64,8 @@ def display_problem() -> str | None:
     gui = next((line.split(":", 1)[1].strip() for line in build.splitlines() if line.strip().startswith("GUI:")), "")
     if gui.upper() == "NONE":
         return (
-            "--show: this OpenCV build has no GUI support (opencv-python-headless); install opencv-python "
-            "for a window, or drop --show and use --output-dir"
+            "--show: this OpenCV build has no GUI (opencv-python-headless, which albumentations installs); on a "
+            "desktop, `python tools/setup_opencv.py` switches to opencv-python - or drop --show and use --output-dir"
         )
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return "--show: no display (DISPLAY and WAYLAND_DISPLAY are unset); drop --show and use --output-dir"

@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector import build
 from detector.deploy.fuse import fuse_for_inference
 from detector.deploy.torch_runtime import Detector, StageTimes, resolve_device
 from detector.errors import UserError
+from detector.weights import resolve
 
 
 def open_detector(weights: str | Path, device: str = "cpu", half: bool = False, threads: int | None = None):
-    """A ``Detector`` (checkpoint, BatchNorm folded) or ``OnnxDetector`` (``.onnx``) with the same call and results.
+    """A ``Detector`` (a checkpoint or a name of the weights catalog, e.g. ``torchvision-coco``; BatchNorm folded)
+    or an ``OnnxDetector`` (``.onnx``) with the same call and results.
 
     ``threads`` sets PyTorch's CPU threads (and ONNX Runtime's); ``half`` is float16, checkpoints on a GPU only.
     """
@@ -38,7 +39,7 @@ def open_detector(weights: str | Path, device: str = "cpu", half: bool = False, 
         if half:
             raise UserError("--half applies to checkpoints; an ONNX file runs in the precision it was exported in")
         return OnnxDetector(weights, device, threads)
-    model, post, categories, _ = build.load_detector(weights)
+    model, post, categories, _ = resolve.load_detector(weights)
     on_cpu = resolve_device(device).type == "cpu"
     return Detector(fuse_for_inference(model, channels_last=on_cpu), post, categories, device, half)
 

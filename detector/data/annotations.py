@@ -106,10 +106,17 @@ def _xyxy(bbox: object, width: int, height: int) -> tuple[np.ndarray | None, str
     return box, ""
 
 
+MAX_ID_SLOTS = 10_000  # id-indexed class slots beyond this would be a mistake, not a dataset
+
+
 def read_coco_records(
-    data: dict, ann_file: str | Path, image_dir: str | Path
+    data: dict, ann_file: str | Path, image_dir: str | Path, id_slots: bool = False
 ) -> tuple[list[ImageRecord], list[dict], DatasetReport]:
-    """Check a raw annotation dict: (records, categories [{"id", "name"}] in label order, report)."""
+    """Check a raw annotation dict: (records, categories [{"id", "name"}] in label order, report).
+
+    Labels are 1..C over the categories sorted by id; with ``id_slots`` label k is category id k instead
+    (TF's and torchvision's COCO models: 90 slots for COCO's 80 categories), and the ids no category uses
+    are slots named "N/A"."""
     ann_file, image_dir = Path(ann_file), Path(image_dir)
     report = DatasetReport()
     cats = []
@@ -120,7 +127,16 @@ def read_coco_records(
             report.add("category record without an integer id", f"{ann_file}: {str(c)[:80]}")
     cats = sorted({c["id"]: c for c in cats}.values(), key=lambda c: c["id"])
     categories = [{"id": c["id"], "name": str(c.get("name", c["id"]))} for c in cats]
-    label_of = {c["id"]: i + 1 for i, c in enumerate(categories)}
+    if id_slots:
+        if categories and not 1 <= categories[0]["id"] <= categories[-1]["id"] <= MAX_ID_SLOTS:
+            raise UserError(
+                f"{ann_file}: category ids run from {categories[0]['id']} to {categories[-1]['id']}; class slots "
+                f"indexed by id (data.class_slots: category_id) need ids in 1..{MAX_ID_SLOTS}"
+            )
+        named = {c["id"]: c["name"] for c in categories}
+        top = categories[-1]["id"] if categories else 0
+        categories = [{"id": k, "name": named.get(k, "N/A")} for k in range(1, top + 1)]
+    label_of = {c["id"]: i + 1 for i, c in enumerate(categories) if not id_slots or c["id"] in named}
     images: dict[int, dict] = {}
     for img in data["images"]:
         if not isinstance(img, dict) or not _is_int(img.get("id")) or not isinstance(img.get("file_name"), str):

@@ -27,15 +27,22 @@ class CocoDetection(Dataset):
 
     target: ``boxes`` (M, 4) float32 xyxy input pixels, ``labels`` (M,) int64 1..C, ``crowd_boxes`` (G, 4),
     ``image_id`` int, ``orig_size`` (H, W) of the source image. An image that cannot be read is replaced by
-    the next readable one (logged once), so that a bad file does not stop a week-long run.
+    the next readable one (logged once), so that a bad file does not stop a week-long run. ``id_slots``: label k
+    is category id k (see ``read_coco_records``).
     """
 
     def __init__(
-        self, ann_file: str | Path, image_dir: str | Path, transform, seed: int = 0, preflight: bool = False
+        self,
+        ann_file: str | Path,
+        image_dir: str | Path,
+        transform,
+        seed: int = 0,
+        preflight: bool = False,
+        id_slots: bool = False,
     ) -> None:
         self.ann_file = Path(ann_file)
         data = read_annotation_json(ann_file)
-        self.records, self.categories, self.report = read_coco_records(data, ann_file, image_dir)
+        self.records, self.categories, self.report = read_coco_records(data, ann_file, image_dir, id_slots)
         if preflight:
             self.records = check_images(self.records, self.report)
         self.report.log(str(ann_file))

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector import build
 from detector.data.image_io import preprocess
 from detector.errors import UserError
 from detector.ssd.detections import LabelMap
 from detector.ssd.postprocess import PostProcessor
+from detector.weights import resolve
 
 
 @dataclass
@@ -86,7 +86,7 @@ class Detector:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", half: bool = False) -> Detector:
-        model, post, categories, _ = build.load_detector(path)
+        model, post, categories, _ = resolve.load_detector(path)
         return cls(model, post, categories, device, half)
 
     def _sync(self) -> None:

@@ -39,7 +39,7 @@ from detector.paper.latency import (
     torchvision_images,
 )
 from detector.paper.table6 import REFERENCE_ROW, row_named
-from detector.paper.torchvision_ssdlite import TORCHVISION_CONFIG, coco_categories, convert_state_dict
+from detector.weights.torchvision_ssdlite import TORCHVISION_CONFIG, coco_categories, convert_state_dict
 
 log = logging.getLogger(__name__)
 SCORE_THRESH = 0.001  # torchvision's

@@ -101,7 +101,7 @@ def paper_recipe(row: Row) -> Config:
         postprocess=PostprocessConfig(
             score_thresh=SCORE_THRESH, nms_thresh=NMS_IOU, topk_per_class=TOPK_PER_CLASS, max_detections=MAX_DETECTIONS
         ),
-        data=DataConfig(data_root=DATA_ROOT, augment=list(TF_AUGMENT), workers=WORKERS),
+        data=DataConfig(data_root=DATA_ROOT, augment=list(TF_AUGMENT), workers=WORKERS, class_slots="category_id"),
         train=TrainConfig(
             epochs=row.epochs,
             batch_size=TF_BATCH_SIZE,

@@ -47,6 +47,19 @@ class StepSettings:
     clip_grad_norm: float = 0.0  # 0: off
     freeze_bn: bool = False  # BatchNorm layers stay in inference mode
     max_bad_steps: int = 20  # non-finite losses in a row before training stops
+    freeze_backbone_epochs: int = 0  # epochs 0..N-1 leave the backbone (weights and BatchNorm) as it is
+
+
+def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
+    """Freeze or thaw ``model.backbone``: no gradients for its parameters (SGD then leaves them, their momentum
+    and their weight decay alone) and, when frozen, its BatchNorm layers in inference mode. Call after
+    ``model.train()``."""
+    for p in model.backbone.parameters():
+        p.requires_grad_(not frozen)
+    if frozen:
+        for m in model.backbone.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
 
 
 def _bn_statistics(model: nn.Module) -> list[torch.Tensor]:
@@ -108,6 +121,9 @@ def train_one_epoch(
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
+    if settings.freeze_backbone_epochs:
+        net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        set_backbone_frozen(net, state.epoch < settings.freeze_backbone_epochs)
     loader.sampler.set_epoch(state.epoch)
     loader.sampler.skip = state.epoch_step * loader.batch_size
     loader.dataset.set_epoch(state.epoch)

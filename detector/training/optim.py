@@ -8,18 +8,24 @@ import torch
 from torch import nn
 
 
-def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
-    """Two groups: conv weights (4-D) with ``weight_decay`` (TF's L2 on conv weights), everything else
-    (BatchNorm, biases) without."""
-    decay, no_decay = [], []
+def build_optimizer(
+    model: nn.Module, lr: float, momentum: float, weight_decay: float, backbone_lr_mult: float = 1.0
+) -> torch.optim.SGD:
+    """SGD with conv weights (4-D) under ``weight_decay`` (TF's L2 on conv weights) and everything else
+    (BatchNorm, biases) without. With ``backbone_lr_mult`` != 1 the parameters of ``model.backbone`` form two
+    more groups that learn at ``lr * backbone_lr_mult``. Group 0 always holds conv weights at the base lr."""
+    split = backbone_lr_mult != 1.0 and hasattr(model, "backbone")
+    in_backbone = {id(p) for p in model.backbone.parameters()} if split else set()
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {(b, d): [] for b in (False, True) for d in (True, False)}
     for p in model.parameters():
         if p.requires_grad:
-            (decay if p.ndim == 4 else no_decay).append(p)
-    return torch.optim.SGD(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr,
-        momentum=momentum,
-    )
+            groups[(id(p) in in_backbone, p.ndim == 4)].append(p)
+    param_groups = [
+        {"params": params, "weight_decay": weight_decay if decay else 0.0, "lr": lr * (backbone_lr_mult if bb else 1.0)}
+        for (bb, decay), params in groups.items()
+        if params or not bb
+    ]
+    return torch.optim.SGD(param_groups, lr=lr, momentum=momentum)
 
 
 def warmup_cosine(total_iters: int, warmup_iters: int, warmup_factor: float, min_ratio: float = 0.0):

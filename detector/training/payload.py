@@ -9,11 +9,14 @@ random generator). With it, training continues exactly where it stopped.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from detector import checkpoint
+from detector.errors import UserError
 from detector.training.state import RunState, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -61,3 +64,22 @@ def restore_training(
     set_rng_state(ckpt["rng"])
     log.info("resumed at epoch %d, batch %d (step %d)", state.epoch + 1, state.epoch_step, state.step)
     return state
+
+
+def find_resume(resume: str | None, output_dir: str | None) -> str | None:
+    """``--resume PATH`` as given; with ``"auto"`` the newest readable checkpoint of ``output_dir`` (last.pt,
+    else last.prev.pt), or None when there is none (a fresh start, as for torchrun restarts)."""
+    if resume != "auto":
+        return resume
+    if not output_dir:
+        raise UserError("--resume auto needs --output-dir")
+    for name in ("last.pt", "last.prev.pt"):
+        path = Path(output_dir) / name
+        if path.is_file():
+            try:
+                checkpoint.load(path)
+            except UserError as exc:
+                log.warning("not resuming from %s: %s", path, exc)
+                continue
+            return str(path)
+    return None

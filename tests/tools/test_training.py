@@ -63,7 +63,7 @@ def test_resume_is_bit_exact(tmp_path):
 def test_two_processes_follow_one_process(tmp_path):
     data = tiny_dataset(tmp_path / "data")
     # BatchNorm frozen: CPU has no SyncBatchNorm, and per-process batch statistics would differ legitimately.
-    sets = ["train.freeze_bn=true", "train.eval_every=0"]
+    sets = ["train.freeze_bn=true", "train.eval_every=0", "train.freeze_backbone_epochs=1"]
     one = _train(tmp_path / "one", data, "--no-val", sets=sets)
     assert one.returncode == 0, one.stderr[-3000:]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29611"]

@@ -107,3 +107,54 @@ def test_num_classes_that_disagree_with_the_dataset_are_an_error(tmp_path):
 def test_step_settings_default_to_a_plain_cpu_step():
     s = StepSettings()
     assert s.device.type == "cpu" and not s.amp and s.clip_grad_norm == 0
+
+
+def test_num_classes_zero_takes_the_training_sets(tmp_path):
+    data = tiny_dataset(tmp_path / "data")
+    cfg = config.load(None, [*TINY_TRAIN, f"data.data_root={data}", "model.num_classes=0"])
+    build.build_datasets(cfg, validate=False)
+    assert cfg.model.num_classes == 5
+
+
+def test_category_id_slots_index_labels_by_id(tmp_path):
+    data = tiny_dataset(tmp_path / "data")  # category ids 3, 7, 11, 12, 20
+    cfg = config.load(None, [*TINY_TRAIN, f"data.data_root={data}", "data.class_slots=category_id"])
+    with pytest.raises(config.ConfigError, match="has 20 class slots"):
+        build.build_datasets(cfg)
+    cfg.model.num_classes = 20
+    train_set, _ = build.build_datasets(cfg, validate=False)
+    assert [c["id"] for c in train_set.categories] == list(range(1, 21))
+    assert train_set.categories[2]["name"] == "circle" and train_set.categories[0]["name"] == "N/A"
+    labels = torch.cat([torch.as_tensor(r.labels) for r in train_set.records])
+    assert set(labels.tolist()) <= {3, 7, 11, 12, 20}
+
+
+def test_a_frozen_backbone_stays_put_then_learns(tmp_path):
+    data = tiny_dataset(tmp_path / "data")
+    cfg = config.load(None, [*TINY_TRAIN, f"data.data_root={data}", "train.freeze_backbone_epochs=1"])
+    train_set, _ = build.build_datasets(cfg, validate=False)
+    t = build.build_training(cfg, train_set, None, DistInfo())
+    backbone = {k: v.clone() for k, v in t.model.backbone.state_dict().items()}
+    head = {k: v.clone() for k, v in t.model.cls_heads.state_dict().items()}
+    state = RunState()
+    train_one_epoch(t.net, t.criterion, t.optimizer, t.scheduler, t.train_loader, t.scaler, t.ema, state, t.settings)
+    for key, value in t.model.backbone.state_dict().items():  # weights and BatchNorm statistics alike
+        assert torch.equal(value, backbone[key]), key
+    assert any(not torch.equal(v, head[k]) for k, v in t.model.cls_heads.state_dict().items())
+    state.end_epoch()
+    train_one_epoch(t.net, t.criterion, t.optimizer, t.scheduler, t.train_loader, t.scaler, t.ema, state, t.settings)
+    changed = [k for k, v in t.model.backbone.state_dict().items() if not torch.equal(v, backbone[k])]
+    assert len(changed) > len(backbone) // 2
+
+
+def test_backbone_learning_rate_multiplier():
+    from detector.training.optim import build_optimizer
+
+    model = build.build_model(config.ModelConfig(backbone="mobilenet_v3_small", num_classes=2))
+    plain = build_optimizer(model, 0.2, 0.9, 1e-4)
+    assert [g["lr"] for g in plain.param_groups] == [0.2, 0.2]  # the groups of older checkpoints
+    split = build_optimizer(model, 0.2, 0.9, 1e-4, backbone_lr_mult=0.1)
+    assert [g["lr"] for g in split.param_groups] == pytest.approx([0.2, 0.2, 0.02, 0.02])
+    in_backbone = {id(p) for p in model.backbone.parameters()}
+    assert all(id(p) in in_backbone for g in split.param_groups[2:] for p in g["params"])
+    assert sum(len(g["params"]) for g in split.param_groups) == len(list(model.parameters()))

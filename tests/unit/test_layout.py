@@ -18,9 +18,10 @@ RANK = {
     "evaluation": 4,
     "training": 5,
     "build": 6,
-    "deploy": 7,
-    "app": 8,
-    "paper": 9,
+    "weights": 7,
+    "deploy": 8,
+    "app": 9,
+    "paper": 10,
 }
 
 

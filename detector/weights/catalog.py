@@ -1,0 +1,75 @@
+"""The weights the project knows by name: where each comes from, its SHA-256 and what it becomes.
+
+``kind`` says how a file becomes weights of ours:
+    "torchvision-ssdlite": a torchvision ``ssdlite320_mobilenet_v3_large`` state dict, converted into a detector
+        checkpoint of ours (torchvision layout, 90 COCO-id class slots, torchvision's post-processing);
+    "torchvision-classifier": a torchvision MobileNetV3 ImageNet classifier state dict; only its feature layers
+        are used (``train_coco.py --init``), as the backbone of a detector;
+    "checkpoint": a checkpoint of ours (the paper's released models, converted, have their place here).
+File names are torchvision's (``NAME-<first 8 hex digits of the SHA-256>.pth``), so a file torchvision already
+downloaded into ``$TORCH_HOME/hub/checkpoints/`` is found and used as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class NamedWeights:
+    name: str
+    url: str
+    sha256: str  # of the whole file, lower-case hex
+    size: int  # bytes
+    kind: str  # torchvision-ssdlite | torchvision-classifier | checkpoint
+    backbone: str  # the model.backbone these weights fit
+    description: str
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[1]
+
+
+CATALOG: dict[str, NamedWeights] = {
+    w.name: w
+    for w in (
+        NamedWeights(
+            name="torchvision-coco",
+            url="https://download.pytorch.org/models/ssdlite320_mobilenet_v3_large_coco-a79551df.pth",
+            sha256="a79551df90c79834bcd3bb3845ef9d966b5449a3a9b2833ae8404778ca5d65d2",
+            size=14_069_355,
+            kind="torchvision-ssdlite",
+            backbone="mobilenet_v3_large",
+            description="torchvision's SSDLite320 MobileNetV3-Large† on COCO (21.3 box mAP on val2017)",
+        ),
+        NamedWeights(
+            name="imagenet-large",
+            url="https://download.pytorch.org/models/mobilenet_v3_large-8738ca79.pth",
+            sha256="8738ca797c879b547d18bbd15da5736ff2557b2036a9af72225393ca61759a04",
+            size=22_139_423,
+            kind="torchvision-classifier",
+            backbone="mobilenet_v3_large",
+            description="torchvision's MobileNetV3-Large ImageNet classifier (IMAGENET1K_V1, 74.0 % top-1)",
+        ),
+        NamedWeights(
+            name="imagenet-small",
+            url="https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth",
+            sha256="047dcff4addef86ea5bc2eff13c9614dc11f47ab1160d0a71a25e7db994f4e1f",
+            size=10_306_551,
+            kind="torchvision-classifier",
+            backbone="mobilenet_v3_small",
+            description="torchvision's MobileNetV3-Small ImageNet classifier (IMAGENET1K_V1, 67.7 % top-1)",
+        ),
+    )
+}
+
+DEFAULT_DETECTOR = "torchvision-coco"  # what tools/detect.py runs without --weights
+
+
+def names() -> list[str]:
+    return list(CATALOG)
+
+
+def describe() -> str:
+    """One line per name, for --help texts and error messages."""
+    return "\n".join(f"  {w.name:18s} {w.description}" for w in CATALOG.values())

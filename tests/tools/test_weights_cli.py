@@ -1,0 +1,112 @@
+"""Named weights through the tools: detect.py's default COCO model, names in eval and export, offline errors.
+
+The default model's file is made here (torchvision's architecture, random weights) and put in a hub cache
+under torchvision's file name; the in-process runs let the catalog trust that file's hash.
+"""
+
+import dataclasses
+import json
+import os
+import runpy
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detector.weights import catalog, hub
+from detector.weights.torchvision_ssdlite import coco_categories
+
+from ..conftest import ROOT, run_tool
+from ..data_fixtures import tiny_dataset
+from .test_convert_torchvision import _random_torchvision_detector
+
+
+@pytest.fixture
+def coco_cache(tmp_path, monkeypatch):
+    """A hub cache holding a torchvision-coco file made here; downloads forbidden."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv(hub.OFFLINE_VARIABLE, "1")
+    entry = catalog.CATALOG["torchvision-coco"]
+    path = hub.cached_path(entry)
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(_random_torchvision_detector().state_dict(), path)
+    monkeypatch.setitem(catalog.CATALOG, entry.name, dataclasses.replace(entry, sha256=hub.sha256_of(path)))
+    return path
+
+
+def run_in_process(tool: str, *args: str, monkeypatch) -> int:
+    monkeypatch.setattr(sys, "argv", [tool, *args])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(ROOT / tool), run_name="__main__")
+    return done.value.code
+
+
+def test_detect_without_weights_runs_the_default_coco_model(coco_cache, tmp_path, monkeypatch, caplog):
+    image = tmp_path / "street.jpg"
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(image), rng.integers(0, 255, (240, 360, 3), dtype=np.uint8))
+    out = tmp_path / "dets.jsonl"
+    caplog.set_level("INFO")
+    code = run_in_process("tools/detect.py", str(image), "--conf", "0.0", "--save-json", str(out),
+                          monkeypatch=monkeypatch)  # fmt: skip
+    assert code == 0
+    assert "no --weights: the default COCO model, torchvision-coco" in caplog.text
+    record = json.loads(out.read_text().splitlines()[0])
+    names = {c["name"] for c in coco_categories()}
+    assert record["detections"] and {d["name"] for d in record["detections"]} <= names
+    assert all(1 <= d["category_id"] <= 90 for d in record["detections"])
+
+
+def test_eval_and_export_take_names(coco_cache, tmp_path, monkeypatch):
+    data = tiny_dataset(tmp_path / "data", train=1, val=2)
+    out = str(tmp_path / "eval")
+    code = run_in_process("tools/eval_coco.py", "--weights", "torchvision-coco", "--data-root", str(data),
+                          "--output-dir", out, "--workers", "0", monkeypatch=monkeypatch)  # fmt: skip
+    assert code == 0 and "AP" in json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    onnx_file = tmp_path / "coco.onnx"
+    code = run_in_process("tools/export.py", "--weights", "torchvision-coco", "--out", str(onnx_file),
+                          monkeypatch=monkeypatch)  # fmt: skip
+    assert code == 0 and onnx_file.stat().st_size > 1_000_000
+
+
+def _env(tmp_path) -> dict:
+    return {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), hub.OFFLINE_VARIABLE: "1", "OMP_NUM_THREADS": "1"}
+
+
+def test_offline_without_the_file_is_one_line_naming_file_url_and_folder(tmp_path):
+    entry = catalog.CATALOG["torchvision-coco"]
+    result = run_tool("tools/detect.py", str(tmp_path / "any.jpg"), env=_env(tmp_path), timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    assert entry.filename in error[0] and entry.url in error[0] and str(folder) in error[0]
+
+
+def test_a_wrong_file_under_the_name_is_refused(tmp_path):
+    entry = catalog.CATALOG["imagenet-small"]
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / entry.filename).write_bytes(b"\0" * 1000)
+    data = tiny_dataset(tmp_path / "data", train=4, val=1)
+    result = run_tool("tools/train_coco.py", "--config", "configs/synthetic_demo.yaml", "--data-root", str(data),
+                      "--init", "imagenet-small", "--output-dir", str(tmp_path / "run"), "--no-val",
+                      env=_env(tmp_path), timeout=300)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert str(folder / entry.filename) in result.stderr and entry.sha256 in result.stderr
+
+
+def test_train_without_arguments_says_where_it_looked(tmp_path):
+    import subprocess
+
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "train_coco.py")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    for part in ("data/coco/annotations/instances_train2017.json", "train2017/", "val2017/", "--data-root",
+                 "--train-json"):  # fmt: skip
+        assert part in error, part
+    assert "table6_v3_large_reduced_paper.yaml" in result.stderr  # the recipe it chose
