@@ -30,7 +30,7 @@ from detector.ssd.anchors import layout_pairs
 from detector.ssd.detections import LabelMap
 from detector.ssd.losses import FocalLoss, HardNegativeSoftmaxLoss
 from detector.ssd.model import SSDLite, init_weights
-from detector.ssd.postprocess import PostProcessor
+from detector.ssd.postprocess import PER_CLASS_LIMITS, PostProcessor
 from detector.training.distributed import DistInfo
 from detector.training.engine import StepSettings
 from detector.training.loop import Training
@@ -103,6 +103,8 @@ def build_postprocessor(cfg: Config, anchors: torch.Tensor | None) -> PostProces
     """The post-processing of ``cfg`` for the model's input size and ``anchors`` (the model's ``anchors``;
     None for one that only takes decoded boxes)."""
     p = cfg.postprocess
+    if p.per_class_limit not in PER_CLASS_LIMITS:
+        raise ConfigError(f"postprocess.per_class_limit: unknown {p.per_class_limit!r}; expected after_nms or before_nms")
     return PostProcessor(
         score_fn(cfg.loss),
         p.score_thresh,
@@ -111,6 +113,7 @@ def build_postprocessor(cfg: Config, anchors: torch.Tensor | None) -> PostProces
         p.max_detections,
         cfg.model.image_size,
         anchors,
+        per_class_limit=p.per_class_limit,
     )
 
 

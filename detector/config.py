@@ -53,6 +53,9 @@ class PostprocessConfig:
     nms_thresh: float = 0.6
     topk_per_class: int = 100
     max_detections: int = 100
+    # after_nms: the best topk_per_class survivors of NMS per class (TF, the paper) | before_nms: the best
+    # topk_per_class candidates per class enter NMS (torchvision)
+    per_class_limit: str = "after_nms"
 
 
 @dataclass

@@ -83,8 +83,10 @@ class NmsOutputs(nn.Module):
     """Our ``PostProcessor.select`` as graph operations, batched.
 
     (boxes (N, A, 4), scores (N, A, C)) -> (det_batch, det_boxes, det_scores, det_labels) as in the module
-    docstring. Per class only the ``topk_per_class`` best scores enter NMS (the others are set to -1, below
-    any threshold), NMS keeps scores > ``score_thresh``, then each image keeps its ``max_detections`` best.
+    docstring. ``before_nms``: per class only the ``topk_per_class`` best scores enter NMS (the others are set
+    to -1, below any threshold); ``after_nms``: all enter and NMS keeps up to ``topk_per_class`` per class
+    (ONNX's ``max_output_boxes_per_class`` means exactly that). NMS keeps scores > ``score_thresh``, then each
+    image keeps its ``max_detections`` best.
     Equal to ``PostProcessor`` up to ties and float rounding of the IoUs.
     """
 
@@ -97,8 +99,9 @@ class NmsOutputs(nn.Module):
     def forward(self, boxes: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, ...]:
         p, k = self.post, self.k
         per_class = scores.transpose(1, 2)  # (N, C, A)
-        kth = per_class.topk(k, dim=2).values[..., -1:]
-        per_class = torch.where(per_class >= kth, per_class, torch.full_like(per_class, -1.0))
+        if p.per_class_limit == "before_nms":
+            kth = per_class.topk(k, dim=2).values[..., -1:]
+            per_class = torch.where(per_class >= kth, per_class, torch.full_like(per_class, -1.0))
         sel = _NonMaxSuppression.apply(boxes, per_class, k, p.nms_thresh, p.score_thresh)
         image, cls, box = sel[:, 0], sel[:, 1], sel[:, 2]
         det_scores = per_class[image, cls, box]
@@ -129,6 +132,7 @@ def metadata(
                 "nms_thresh": post.nms_thresh,
                 "topk_per_class": post.topk_per_class,
                 "max_detections": post.max_detections,
+                "per_class_limit": post.per_class_limit,
             }
         ),
         "detector.categories": json.dumps(categories),

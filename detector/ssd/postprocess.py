@@ -1,4 +1,9 @@
-"""Post-processing: decode, score threshold, per-class top-k, per-class NMS, total limit.
+"""Post-processing: decode, score threshold, per-class limit, per-class NMS, total limit.
+
+Two meanings of the per-class limit ``topk_per_class``: ``before_nms`` (torchvision) lets the best k candidates
+of each class enter NMS; ``after_nms`` (TF's ``max_detections_per_class``, the paper's recipe) lets every
+candidate above the threshold enter NMS and keeps the best k survivors of each class, so a crowded class
+(many people) keeps its boxes.
 
 Vectorised over classes: one ``topk`` over the flattened (anchor, class) scores and coordinate-offset
 ``torchvision.ops.nms`` calls over groups of whole classes, no Python loop over classes; only the candidates'
@@ -6,7 +11,7 @@ boxes are decoded.
 Greedy NMS decides a box only from the boxes scored above it, so NMS over the M best candidates gives exactly
 the first survivors of NMS over all; M starts at four times the detection limit and doubles until enough boxes
 survive or all are in. The result equals the straightforward loop (threshold, top-k and NMS class by class,
-then the best ``max_detections``).
+then the best ``max_detections``), in either meaning of the per-class limit.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ THRESHOLD_FIRST = 0.05
 SAMPLED_ROUTES = True
 # Candidates per NMS call when there are many (see PostProcessor._nms): 200-300 measured best on a CPU core.
 NMS_GROUP = 256
+PER_CLASS_LIMITS = ("before_nms", "after_nms")
 
 
 class PostProcessor:
@@ -36,11 +42,13 @@ class PostProcessor:
         score_fn: ``"sigmoid"`` (paper layout) or ``"softmax"`` (torchvision layout, background in slot 0).
         score_thresh: keep scores strictly above it.
         nms_thresh: IoU above which a lower-scored box of the same class is suppressed.
-        topk_per_class: best candidates per class entering NMS.
+        topk_per_class: per class, the best candidates entering NMS (``before_nms``) or the best survivors
+            of NMS kept (``after_nms``).
         max_detections: detections kept per image.
         input_size: (H, W) of the model input, the pixels the boxes are decoded in.
         anchors: (A, 4) float xyxy input pixels (the model's ``anchors``); None for a post-processor that only
             takes decoded boxes (``select_boxes``, e.g. behind an exported graph that decodes them itself).
+        per_class_limit: ``"before_nms"`` or ``"after_nms"`` (see the module docstring).
     """
 
     def __init__(
@@ -53,9 +61,13 @@ class PostProcessor:
         input_size: tuple[int, int],
         anchors: torch.Tensor | None = None,
         coder: BoxCoder | None = None,
+        per_class_limit: str = "before_nms",
     ) -> None:
         if score_fn not in ("sigmoid", "softmax"):
             raise ValueError(f"unknown score_fn {score_fn!r}; expected 'sigmoid' or 'softmax'")
+        if per_class_limit not in PER_CLASS_LIMITS:
+            raise ValueError(f"unknown per_class_limit {per_class_limit!r}; expected one of {PER_CLASS_LIMITS}")
+        self.per_class_limit = per_class_limit
         self.score_fn = score_fn
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.topk_per_class, self.max_detections = topk_per_class, max_detections
@@ -151,11 +163,14 @@ class PostProcessor:
             cls = idx.remainder(num_cols)
             if label_offset:
                 cls += label_offset
-            if valid > self.topk_per_class and int(torch.bincount(cls).max()) > self.topk_per_class:
+            before = self.per_class_limit == "before_nms"
+            if before and valid > self.topk_per_class and int(torch.bincount(cls).max()) > self.topk_per_class:
                 keep = self._class_rank(cls) < self.topk_per_class
                 scores, cls, anchor = scores[keep], cls[keep], anchor[keep]
             boxes = boxes_of(anchor)
             kept = self._nms(boxes, scores, cls)
+            if not before and kept.numel() > self.topk_per_class:  # survivors are in score order
+                kept = kept[self._class_rank(cls[kept]) < self.topk_per_class]
             if kept.numel() >= self.max_detections or exhausted:
                 break
             m = min(flat.numel(), 2 * m)

@@ -27,7 +27,9 @@ TORCHVISION_CONFIG = Config(
         image_size=(320, 320),
     ),
     loss=LossConfig(kind="softmax_hnm"),
-    postprocess=PostprocessConfig(score_thresh=0.001, nms_thresh=0.55, topk_per_class=300, max_detections=300),
+    postprocess=PostprocessConfig(
+        score_thresh=0.001, nms_thresh=0.55, topk_per_class=300, max_detections=300, per_class_limit="before_nms"
+    ),
 )
 
 

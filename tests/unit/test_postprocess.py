@@ -24,6 +24,49 @@ def per_class_loop(boxes, scores, thresh, iou, topk, max_det):
     return b[order], s[order], lab[order]
 
 
+def tf_per_class_loop(boxes, scores, thresh, iou, per_class, total):
+    """TF's semantics (multiclass_non_max_suppression): per class every candidate over the threshold enters NMS,
+    the best ``per_class`` survivors stay; then the best ``total`` overall."""
+    kept_boxes, kept_scores, kept_labels = [], [], []
+    for c in range(scores.shape[1]):
+        s = scores[:, c]
+        mask = s > thresh
+        s, b = s[mask], boxes[mask]
+        s, order = s.sort(descending=True)
+        b = b[order]
+        keep = nms(b, s, iou)[:per_class]
+        kept_boxes.append(b[keep])
+        kept_scores.append(s[keep])
+        kept_labels.append(torch.full((len(keep),), c + 1, dtype=torch.int64))
+    b, s, lab = torch.cat(kept_boxes), torch.cat(kept_scores), torch.cat(kept_labels)
+    order = s.argsort(descending=True)[:total]
+    return b[order], s[order], lab[order]
+
+
+@pytest.mark.parametrize("thresh,iou,per_class,total", [(1e-8, 0.6, 100, 100), (0.3, 0.6, 5, 1000), (0.5, 0.3, 2, 50)])
+@pytest.mark.parametrize("score_fn", ["sigmoid", "softmax"])
+def test_after_nms_equals_tfs_per_class_loop(thresh, iou, per_class, total, score_fn):
+    for _ in range(3):
+        anchors, codes, logits = _random_case(2034, 90)
+        post = PostProcessor(score_fn, thresh, iou, per_class, total, (320, 320), anchors, per_class_limit="after_nms")
+        boxes, scores = post.boxes(codes), post.scores(logits)
+        b, s, lab = tf_per_class_loop(boxes, scores, thresh, iou, per_class, total)
+        for got in (post.select(codes, logits), post.select_boxes(boxes, scores)):
+            assert torch.equal(got["scores"], s) and torch.equal(got["labels"], lab) and torch.equal(got["boxes"], b)
+
+
+def test_a_crowded_class_keeps_its_boxes_only_after_nms():
+    # 150 separate people, each with a near-duplicate box: NMS removes the duplicates. With the limit before NMS
+    # the 100 best candidates are 50 people and their duplicates; after NMS, 100 of the 150 people stay.
+    xy = torch.arange(150, dtype=torch.float64)[:, None].repeat(1, 2) * 20
+    people = torch.cat([xy, xy + 10], 1)
+    boxes = torch.cat([people, people + 0.5]).reshape(2, 150, 4).transpose(0, 1).reshape(300, 4)
+    scores = torch.linspace(1.0, 0.5, 300, dtype=torch.float64)[:, None]
+    for limit, expected in (("before_nms", 50), ("after_nms", 100)):
+        post = PostProcessor("sigmoid", 0.01, 0.6, 100, 300, (4000, 4000), per_class_limit=limit)
+        assert len(post.select_boxes(boxes, scores)["scores"]) == expected
+
+
 def _random_case(anchors: int, classes: int):
     # float64: float32 uniforms tie often enough over 10^5 values to make the order ambiguous
     xy = torch.rand(anchors, 2, dtype=torch.float64) * 280
