@@ -104,7 +104,9 @@ def build_postprocessor(cfg: Config, anchors: torch.Tensor | None) -> PostProces
     None for one that only takes decoded boxes)."""
     p = cfg.postprocess
     if p.per_class_limit not in PER_CLASS_LIMITS:
-        raise ConfigError(f"postprocess.per_class_limit: unknown {p.per_class_limit!r}; expected after_nms or before_nms")
+        raise ConfigError(
+            f"postprocess.per_class_limit: unknown {p.per_class_limit!r}; expected after_nms or before_nms"
+        )
     return PostProcessor(
         score_fn(cfg.loss),
         p.score_thresh,
