@@ -2,55 +2,44 @@
 
 Shapes of five classes (several sizes, one to five per image, random colours) on textured backgrounds
 (smooth colour noise, stripes, speckle). Category ids are deliberately not contiguous, as in real datasets.
+
+Other domains: ``classes`` picks the shape kinds to draw among every known one
+(detector.data.synthetic_shapes.KIND_IDS: the demo's five plus star, hexagon, arrow; each keeps its fixed
+id) and ``background`` the style ("demo", or "tiles": gradient + tiled pattern + blobs). The defaults
+(None, "demo") give the demo dataset, byte for byte as before these options existed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-CATEGORIES = [
-    {"id": 3, "name": "circle"},
-    {"id": 7, "name": "square"},
-    {"id": 11, "name": "triangle"},
-    {"id": 12, "name": "cross"},
-    {"id": 20, "name": "ring"},
-]
+from detector.data.synthetic_shapes import BACKGROUNDS, DEMO_KINDS, KIND_IDS, draw
+from detector.data.synthetic_shapes import background as _background
+
+log = logging.getLogger(__name__)
+
+CATEGORIES = [{"id": KIND_IDS[k], "name": k} for k in DEMO_KINDS]  # the demo's: circle 3 ... ring 20
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    gh, gw = rng.integers(2, 7, size=2)
-    coarse = rng.integers(0, 256, size=(gh, gw, 3)).astype(np.uint8)
-    img = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.int16)
-    for _ in range(rng.integers(0, 6)):  # stripes and lines
-        p1 = tuple(int(v) for v in rng.integers(0, [w, h]))
-        p2 = tuple(int(v) for v in rng.integers(0, [w, h]))
-        cv2.line(img, p1, p2, tuple(int(c) for c in rng.integers(0, 256, 3)), int(rng.integers(1, 4)))
-    img += rng.normal(0, rng.uniform(2, 14), size=img.shape).astype(np.int16)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def _draw(img: np.ndarray, kind: str, box: tuple[int, int, int, int], color: tuple[int, ...]) -> None:
-    x1, y1, x2, y2 = box
-    cx, cy, rx, ry = (x1 + x2) // 2, (y1 + y2) // 2, (x2 - x1) // 2, (y2 - y1) // 2
-    if kind == "circle":
-        cv2.ellipse(img, (cx, cy), (rx, ry), 0, 0, 360, color, -1, cv2.LINE_AA)
-    elif kind == "square":
-        cv2.rectangle(img, (x1, y1), (x2 - 1, y2 - 1), color, -1)
-    elif kind == "triangle":
-        pts = np.array([[cx, y1], [x1, y2 - 1], [x2 - 1, y2 - 1]], np.int32)
-        cv2.fillPoly(img, [pts], color, cv2.LINE_AA)
-    elif kind == "cross":
-        t = max(2, min(rx, ry) // 2)
-        cv2.rectangle(img, (cx - t, y1), (cx + t, y2 - 1), color, -1)
-        cv2.rectangle(img, (x1, cy - t), (x2 - 1, cy + t), color, -1)
-    elif kind == "ring":
-        t = max(2, min(rx, ry) // 3)
-        cv2.ellipse(img, (cx, cy), (max(1, rx - t // 2), max(1, ry - t // 2)), 0, 0, 360, color, t, cv2.LINE_AA)
+def categories(classes: Sequence[str] | None = None) -> list[dict]:
+    """COCO categories [{"id", "name"}] of a dataset drawing ``classes`` (names of ``KIND_IDS``; None: the
+    demo's five), sorted by id. Each kind keeps its fixed id; unknown or repeated names raise ValueError."""
+    if classes is None:
+        return [dict(c) for c in CATEGORIES]
+    names = list(classes)
+    unknown = [n for n in names if n not in KIND_IDS]
+    if unknown:
+        raise ValueError(f"unknown shape kinds {unknown}; known: {', '.join(KIND_IDS)}")
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"classes must be distinct and at least one, got {names}")
+    return [{"id": KIND_IDS[n], "name": n} for n in sorted(names, key=KIND_IDS.__getitem__)]
 
 
 def _iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
@@ -60,9 +49,21 @@ def _iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def render_image(rng: np.random.Generator, h: int, w: int, max_objects: int = 5) -> tuple[np.ndarray, list[tuple]]:
-    """One image (H, W, 3) uint8 RGB and its objects [(category index, (x1, y1, x2, y2))]."""
-    img = _background(rng, h, w)
+def render_image(
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    max_objects: int = 5,
+    classes: Sequence[str] | None = None,
+    background: str = "demo",
+) -> tuple[np.ndarray, list[tuple]]:
+    """One image (H, W, 3) uint8 RGB and its objects [(category index, (x1, y1, x2, y2))].
+
+    The category index points into ``categories(classes)`` (the demo's ``CATEGORIES`` by default); boxes are
+    integer pixels, x2/y2 exclusive, inside the image. ``background``: a style of ``BACKGROUNDS``.
+    """
+    cats = categories(classes)
+    img = _background(rng, h, w, background)
     objects: list[tuple[int, tuple[int, int, int, int]]] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _try in range(20):
@@ -75,22 +76,37 @@ def render_image(rng: np.random.Generator, h: int, w: int, max_objects: int = 5)
                 break
         else:
             continue
-        cls = int(rng.integers(len(CATEGORIES)))
+        cls = int(rng.integers(len(cats)))
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
-        _draw(img, CATEGORIES[cls]["name"], box, color)
+        draw(img, cats[cls]["name"], box, color)
         objects.append((cls, box))
     return img, objects
 
 
-def write_split(out_dir: Path, split: str, count: int, seed: int, size_range: tuple[int, int]) -> Path:
-    """Write ``count`` JPEGs under out_dir/split/ and out_dir/annotations/instances_<split>.json."""
+def write_split(
+    out_dir: Path,
+    split: str,
+    count: int,
+    seed: int,
+    size_range: tuple[int, int],
+    classes: Sequence[str] | None = None,
+    background: str = "demo",
+) -> Path:
+    """Write ``count`` JPEGs under out_dir/split/ and out_dir/annotations/instances_<split>.json.
+
+    The JSON: {"images": [{"id", "file_name", "width", "height"}], "annotations": [{"id", "image_id",
+    "category_id", "bbox": [x, y, w, h], "area", "iscrowd"}], "categories": categories(classes)}.
+    """
+    cats = categories(classes)
+    if background not in BACKGROUNDS:
+        raise ValueError(f"unknown background style {background!r}; known: {', '.join(BACKGROUNDS)}")
     rng = np.random.default_rng(seed)
     image_dir = out_dir / split
     image_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for i in range(count):
         h, w = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, size=2))
-        img, objects = render_image(rng, h, w)
+        img, objects = render_image(rng, h, w, classes=classes, background=background)
         name = f"{i:06d}.jpg"
         cv2.imwrite(str(image_dir / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
         images.append({"id": i + 1, "file_name": name, "width": w, "height": h})
@@ -99,7 +115,7 @@ def write_split(out_dir: Path, split: str, count: int, seed: int, size_range: tu
                 {
                     "id": len(annotations) + 1,
                     "image_id": i + 1,
-                    "category_id": CATEGORIES[cls]["id"],
+                    "category_id": cats[cls]["id"],
                     "bbox": [x1, y1, x2 - x1, y2 - y1],
                     "area": (x2 - x1) * (y2 - y1),
                     "iscrowd": 0,
@@ -107,7 +123,8 @@ def write_split(out_dir: Path, split: str, count: int, seed: int, size_range: tu
             )
     ann = out_dir / "annotations" / f"instances_{split}.json"
     ann.parent.mkdir(parents=True, exist_ok=True)
-    ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES}))
+    ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": cats}))
+    log.debug("wrote %d images of %s (%s background) to %s", count, split, background, image_dir)
     return ann
 
 
@@ -117,11 +134,17 @@ def generate(
     num_val: int = 300,
     seed: int = 0,
     size_range: tuple[int, int] = (160, 320),
+    classes: Sequence[str] | None = None,
+    background: str = "demo",
 ) -> Path:
-    """The COCO 2017 layout (annotations/instances_{train,val}2017.json, train2017/, val2017/) under out_dir."""
+    """The COCO 2017 layout (annotations/instances_{train,val}2017.json, train2017/, val2017/) under out_dir.
+
+    ``classes``: shape kinds to draw (names of ``KIND_IDS``; None: the demo's five); ``background``: a style
+    of ``BACKGROUNDS``. The defaults give the demo dataset.
+    """
     out_dir = Path(out_dir)
-    write_split(out_dir, "train2017", num_train, seed, size_range)
-    write_split(out_dir, "val2017", num_val, seed + 1_000_000, size_range)
+    write_split(out_dir, "train2017", num_train, seed, size_range, classes, background)
+    write_split(out_dir, "val2017", num_val, seed + 1_000_000, size_range, classes, background)
     return out_dir
 
 
@@ -131,7 +154,7 @@ def write_video(
     """An .mp4 of shapes drifting over a fixed textured background (for the detection demo)."""
     rng = np.random.default_rng(seed)
     h, w = size
-    background = _background(rng, h, w)
+    still = _background(rng, h, w)
     shapes = []
     for _ in range(3):
         s = int(rng.uniform(0.15, 0.35) * min(h, w))
@@ -147,7 +170,7 @@ def write_video(
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     try:
         for _ in range(frames):
-            img = background.copy()
+            img = still.copy()
             for sh in shapes:
                 sh["pos"] += sh["vel"]
                 for axis, limit in ((0, w), (1, h)):
@@ -155,7 +178,7 @@ def write_video(
                         sh["vel"][axis] *= -1
                         sh["pos"][axis] = np.clip(sh["pos"][axis], 0, limit - sh["s"])
                 x, y = (int(v) for v in sh["pos"])
-                _draw(img, CATEGORIES[sh["cls"]]["name"], (x, y, x + sh["s"], y + sh["s"]), sh["color"])
+                draw(img, CATEGORIES[sh["cls"]]["name"], (x, y, x + sh["s"], y + sh["s"]), sh["color"])
             writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     finally:
         writer.release()
