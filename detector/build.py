@@ -82,7 +82,7 @@ def build_model(cfg: ModelConfig, init: bool = True) -> SSDLite:
         norm_layer,
     )
     if init:
-        init_weights(model, cfg.head_init_std, cfg.class_bias_init)
+        init_weights(model, cfg.head_init_std, cfg.class_bias_init, cfg.backbone_init_std)
     return model
 
 
@@ -182,7 +182,8 @@ def build_datasets(cfg: Config, validate: bool = True) -> tuple[CocoDetection, C
     if cfg.data.class_slots not in ("contiguous", "category_id"):
         raise ConfigError(f"data.class_slots: unknown {cfg.data.class_slots!r}; expected contiguous or category_id")
     id_slots = cfg.data.class_slots == "category_id"
-    train_set = CocoDetection(train_json, train_images, transform, cfg.train.seed, cfg.data.preflight, id_slots)
+    exif = cfg.data.exif_orientation
+    train_set = CocoDetection(train_json, train_images, transform, cfg.train.seed, cfg.data.preflight, id_slots, exif)
     found = len(train_set.categories)
     slots = " class slots (data.class_slots: category_id)" if id_slots else " categories"
     if cfg.model.num_classes == 0:  # the recipe asks for the training set's classes
@@ -197,14 +198,15 @@ def build_datasets(cfg: Config, validate: bool = True) -> tuple[CocoDetection, C
     if validate:
         val_json, val_images = data_files(cfg.data, "val")
         val_set = CocoDetection(val_json, val_images, build_transform(size), preflight=cfg.data.preflight,
-                                id_slots=id_slots)  # fmt: skip
+                                id_slots=id_slots, exif=exif)  # fmt: skip
     return train_set, val_set
 
 
 def build_eval_dataset(cfg: Config, data: DataConfig) -> CocoDetection:
     """The val split of ``data`` with the plain resize to the model of ``cfg``."""
     ann, images = data_files(data, "val")
-    return CocoDetection(ann, images, build_transform(cfg.model.image_size), id_slots=data.class_slots == "category_id")
+    return CocoDetection(ann, images, build_transform(cfg.model.image_size), id_slots=data.class_slots == "category_id",
+                         exif=data.exif_orientation)  # fmt: skip
 
 
 def build_training(

@@ -35,6 +35,7 @@ class ModelConfig:
     bn_eps: float = 1e-3
     bn_momentum: float = 0.03
     head_init_std: float = 0.03
+    backbone_init_std: float = 0.0  # 0: He (fan-out) as torchvision; > 0: TF's truncated normal (paper: 0.03)
     class_bias_init: float = 0.0
 
 
@@ -74,6 +75,7 @@ class DataConfig:
     # contiguous: label k is the k-th category by id | category_id: label k is category id k (TF's and
     # torchvision's COCO models: 90 slots for COCO's 80 categories, Table 6's parameter counts)
     class_slots: str = "contiguous"
+    exif_orientation: bool = False  # turn images by their EXIF orientation (datasets labelled on rotated views)
 
 
 @dataclass

@@ -52,6 +52,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--half", action="store_true", help="float16 model (GPU only, checkpoints only)")
     parser.add_argument("--threads", type=int, help="CPU threads for the model (default: all cores)")
     parser.add_argument("--show", action="store_true", help="live window; q or Esc quits")
+    parser.add_argument("--exif", action="store_true", help="turn still images by their EXIF orientation "
+                        "(default: as stored, as datasets and training take them)")  # fmt: skip
     parser.add_argument("--output-dir", metavar="DIR", help="folder for annotated images and .mp4 videos")
     parser.add_argument("--save-dir", dest="output_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--save-json", metavar="FILE", help="JSON lines file, one object per image or frame")
@@ -81,7 +83,7 @@ def main() -> int:
         args.weights = catalog.DEFAULT_DETECTOR
         log.info("no --weights: the default COCO model, %s", resolve.describe(args.weights))
     detector = FrameDetector(open_detector(args.weights, args.device, args.half, args.threads), args.conf, args.classes)
-    source = open_source(args.source or args.video, args.live_timeout)
+    source = open_source(args.source or args.video, args.live_timeout, args.exif)
     run = run_detection(detector, source, args.output_dir, args.save_json, args.show)
     print("\n".join(run.lines))
     return run.exit_code

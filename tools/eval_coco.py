@@ -44,11 +44,10 @@ def main() -> int:
             raise UserError("--detections needs --gt ANN.json")
         result = evaluate_detections_file(args.detections, args.gt)
     elif args.weights:
-        data = DataConfig(
-            data_root=args.data_root or "", val_json=args.val_json or "", val_images=args.val_images or ""
-        )
         device = resolve_device(args.device)
         model, post, categories, cfg = weights.load_detector(args.weights)
+        data = DataConfig(data_root=args.data_root or "", val_json=args.val_json or "", val_images=args.val_images
+                          or "", exif_orientation=cfg.data.exif_orientation)  # as the model was trained  # fmt: skip
         dataset = build.build_eval_dataset(cfg, data)
         result = evaluate_model(model, post, categories, dataset, device, args.batch_size, args.workers)
         m = cfg.model  # what tools/table6.py --map reads to place the result in its row

@@ -83,8 +83,10 @@ class ImageSource:
     live = False
     kind = "images"
 
-    def __init__(self, paths: list[Path], names: list[str], spec: str, strict: bool = False) -> None:
-        self.paths, self.names, self.spec, self.strict = paths, names, spec, strict
+    def __init__(
+        self, paths: list[Path], names: list[str], spec: str, strict: bool = False, exif: bool = False
+    ) -> None:
+        self.paths, self.names, self.spec, self.strict, self.exif = paths, names, spec, strict, exif
         self.total: int | None = len(paths)
         self.fps: float | None = None
         self.skipped = 0
@@ -93,7 +95,7 @@ class ImageSource:
     def __iter__(self) -> Iterator[Frame]:
         for path, name in zip(self.paths, self.names):
             try:
-                image = read_image(path)
+                image = read_image(path, self.exif)
             except UserError as exc:
                 if self.strict:
                     raise
@@ -239,10 +241,11 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def open_source(spec: str, live_timeout_s: float = 10.0) -> ImageSource | VideoSource | LiveSource:
+def open_source(spec: str, live_timeout_s: float = 10.0, exif: bool = False) -> ImageSource | VideoSource | LiveSource:
     """The source ``spec`` names (see the module docstring); a UserError when it cannot be opened.
 
-    A camera or stream that delivers no frame for ``live_timeout_s`` counts as gone."""
+    A camera or stream that delivers no frame for ``live_timeout_s`` counts as gone. Still images are taken as
+    stored, as datasets and training take them; ``exif`` turns them by their EXIF orientation."""
     camera = _CAMERA.fullmatch(spec)
     if camera:
         return LiveSource(spec, int(camera.group(1)), live_timeout_s)
@@ -253,10 +256,10 @@ def open_source(spec: str, live_timeout_s: float = 10.0) -> ImageSource | VideoS
         files = image_files(path)
         if not files:
             raise UserError(f"{spec}: the folder holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        return ImageSource(files, [safe_name(str(p.relative_to(path))) for p in files], spec)
+        return ImageSource(files, [safe_name(str(p.relative_to(path))) for p in files], spec, exif=exif)
     if path.is_file():
         if path.suffix.lower() in IMAGE_EXTENSIONS:
-            return ImageSource([path], [safe_name(path.name)], spec, strict=True)
+            return ImageSource([path], [safe_name(path.name)], spec, strict=True, exif=exif)
         return VideoSource(path)
     if glob.has_magic(spec):
         files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
@@ -264,7 +267,7 @@ def open_source(spec: str, live_timeout_s: float = 10.0) -> ImageSource | VideoS
             raise UserError(f"{spec}: no files match")
         root = _glob_root(spec)
         names = [safe_name(str(p.relative_to(root)) if p.is_relative_to(root) else p.name) for p in files]
-        return ImageSource(files, names, spec)
+        return ImageSource(files, names, spec, exif=exif)
     if path.exists():
         raise UserError(f"{spec}: not a regular file or folder")
     raise UserError(f"{spec}: no such file or folder")

@@ -28,7 +28,8 @@ class CocoDetection(Dataset):
     target: ``boxes`` (M, 4) float32 xyxy input pixels, ``labels`` (M,) int64 1..C, ``crowd_boxes`` (G, 4),
     ``image_id`` int, ``orig_size`` (H, W) of the source image. An image that cannot be read is replaced by
     the next readable one (logged once), so that a bad file does not stop a week-long run. ``id_slots``: label k
-    is category id k (see ``read_coco_records``).
+    is category id k (see ``read_coco_records``). ``exif``: apply EXIF orientation (default: pixels as stored,
+    which COCO's boxes refer to).
     """
 
     def __init__(
@@ -39,7 +40,9 @@ class CocoDetection(Dataset):
         seed: int = 0,
         preflight: bool = False,
         id_slots: bool = False,
+        exif: bool = False,
     ) -> None:
+        self.exif = exif
         self.ann_file = Path(ann_file)
         data = read_annotation_json(ann_file)
         self.records, self.categories, self.report = read_coco_records(data, ann_file, image_dir, id_slots)
@@ -69,7 +72,7 @@ class CocoDetection(Dataset):
 
     def load(self, index: int) -> tuple[np.ndarray, ImageRecord]:
         rec = self.records[index]
-        return read_image(rec.path), rec
+        return read_image(rec.path, self.exif), rec
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, dict]:
         for offset in range(len(self.records)):

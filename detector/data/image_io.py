@@ -1,7 +1,9 @@
 """Image decoding and the model's pre-processing.
 
-Images are handled as (H, W, 3) uint8 RGB numpy arrays. OpenCV decodes them: EXIF orientation is applied,
-grayscale, palette and RGBA images become RGB, 16-bit images are scaled to 8 bits.
+Images are handled as (H, W, 3) uint8 RGB numpy arrays. OpenCV decodes them: grayscale, palette and RGBA
+images become RGB, 16-bit images are scaled to 8 bits. The pixels are taken as stored: COCO's boxes, widths and
+heights refer to them, and TF and torchvision ignore EXIF orientation too. ``exif=True`` applies the EXIF
+orientation instead (datasets labelled on the rotated views, or photos to be shown upright).
 """
 
 from __future__ import annotations
@@ -23,23 +25,26 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
-def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Encoded image bytes -> (H, W, 3) uint8 RGB. Raises UserError naming ``name`` when undecodable."""
+def decode_image(data: bytes, name: str = "<bytes>", exif: bool = False) -> np.ndarray:
+    """Encoded image bytes -> (H, W, 3) uint8 RGB, as stored (or turned by its EXIF orientation with ``exif``).
+    Raises UserError naming ``name`` when undecodable."""
     buf = np.frombuffer(data, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None  # IMREAD_COLOR applies EXIF orientation
+    flags = cv2.IMREAD_COLOR if exif else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    img = cv2.imdecode(buf, flags) if buf.size else None
     if img is None or img.size == 0:
         raise UserError(f"{name}: not a decodable image ({len(data)} bytes)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB; a missing or unreadable file is a UserError."""
+def read_image(path: str | Path, exif: bool = False) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 RGB (see ``decode_image``); a missing or unreadable file is a
+    UserError."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"{path}: cannot read image: {exc.strerror}") from None
-    return decode_image(data, str(path))
+    return decode_image(data, str(path), exif)
 
 
 def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

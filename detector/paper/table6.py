@@ -29,6 +29,7 @@ MAX_DETECTIONS = 100
 # Not the paper's: how the step counts become epochs, and this project's run settings.
 COCO_TRAIN_IMAGES = 118_287  # COCO 2017 train images: one epoch
 DATA_ROOT = "data/coco"
+TF_INIT_STD = 0.03  # conv_hyperparams initializer of the paper's TF config
 WORKERS = 8
 EVAL_EVERY = 50  # epochs
 
@@ -59,6 +60,7 @@ class Row:
             layout="paper",
             num_classes=90,
             image_size=(320, 320),
+            backbone_init_std=TF_INIT_STD,  # TF's truncated normal for the feature extractor (docs/paper.md, 4)
         )
 
 

@@ -119,14 +119,20 @@ class SSDLite(nn.Module):
         return boxes.view(n, a, self.box_heads[0].values), logits.view(n, a, self.cls_heads[0].values)
 
 
-def init_weights(model: SSDLite, head_std: float = 0.03, class_bias: float = 0.0) -> None:
-    """Backbone: He (fan-out) convs, unit BN; extra layers and predictors: N(0, head_std) as torchvision.
+def init_weights(model: SSDLite, head_std: float = 0.03, class_bias: float = 0.0, backbone_std: float = 0.0) -> None:
+    """Backbone: He (fan-out) convs, or with ``backbone_std`` > 0 TF's truncated normal (std ``backbone_std``,
+    redrawn beyond 2 std; the paper's TF recipe uses 0.03, docs/paper.md section 4), unit BN; extra layers and
+    predictors: N(0, head_std) as torchvision.
 
     ``class_bias`` starts every class logit there (the focal-loss prior, e.g. -4.6 = log(0.01 / 0.99));
     the paper's TF head leaves it at 0 (docs/paper.md, section 4).
     """
     for m in model.backbone.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d) and backbone_std > 0:
+            nn.init.trunc_normal_(m.weight, 0.0, backbone_std, -2 * backbone_std, 2 * backbone_std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

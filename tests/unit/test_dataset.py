@@ -55,13 +55,19 @@ def test_decoding_grayscale_rgba_sixteen_bit_and_exif(tmp_path):
         img = read_image(tmp_path / name)
         assert img.shape == (5, 7, 3) and img.dtype == np.uint8
     assert read_image(tmp_path / "d.png").max() == 255
-    # EXIF orientation 6 (rotate 90 clockwise): a 4x8 stored image is shown 8x4.
+    # EXIF orientation 6 (rotate 90 clockwise): a 4x8 stored image is shown 8x4; COCO's boxes refer to the
+    # stored pixels, so it is read as stored unless asked.
     from PIL import Image
 
     exif = Image.Exif()
     exif[0x0112] = 6
-    Image.fromarray(np.zeros((4, 8, 3), np.uint8)).save(tmp_path / "r.jpg", exif=exif)
-    assert read_image(tmp_path / "r.jpg").shape == (8, 4, 3)
+    stored = np.zeros((4, 8, 3), np.uint8)
+    stored[:, :4] = 255  # left half white
+    Image.fromarray(stored).save(tmp_path / "r.jpg", exif=exif)
+    as_stored = read_image(tmp_path / "r.jpg")
+    assert as_stored.shape == (4, 8, 3) and as_stored[:, :4].mean() > 200 and as_stored[:, 4:].mean() < 50
+    turned = read_image(tmp_path / "r.jpg", exif=True)
+    assert turned.shape == (8, 4, 3) and turned[:4].mean() > 200  # the white half is now on top
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     with pytest.raises(UserError, match="broken.jpg"):
         read_image(tmp_path / "broken.jpg")

@@ -59,3 +59,14 @@ def test_wrong_input_size_is_a_clear_error():
 def test_class_bias_prior():
     model = build_model(ModelConfig(backbone="mobilenet_v3_small", class_bias_init=-4.6))
     assert all(torch.all(h[-1].bias == -4.6) for h in model.cls_heads)
+
+
+def test_backbone_truncated_normal_init_as_tf():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="mobilenet_v3_small", num_classes=2, backbone_init_std=0.03))
+    w = torch.cat([m.weight.flatten() for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d)])
+    assert w.abs().max() <= 0.06  # redrawn beyond 2 std
+    assert abs(w.std().item() - 0.03 * 0.8796) < 0.001  # the std of a normal truncated at 2 std
+    he = build_model(ModelConfig(backbone="mobilenet_v3_small", num_classes=2))
+    w_he = torch.cat([m.weight.flatten() for m in he.backbone.modules() if isinstance(m, torch.nn.Conv2d)])
+    assert w_he.abs().max() > 0.06
