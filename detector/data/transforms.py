@@ -6,84 +6,47 @@ int64, and returns the same at the model's input size. Crowd boxes travel as box
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import albumentations as A
 import numpy as np
 from albumentations.augmentations.crops.transforms import BaseCrop
 
+from detector.data.crops import overlaps, sample_tf_crop, sample_tv_crop
 from detector.errors import UserError
 
-# TF ssd_random_crop (docs/paper.md, section 4): min_object_covered / overlap thresholds per option.
-TF_THRESHOLDS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
-# torchvision RandomIoUCrop: min IoU per option; 2.0 means "leave the image whole".
-TV_THRESHOLDS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 2.0)
 STEPS = ("photometric", "zoom_out", "ssd_crop", "iou_crop", "hflip")
 
 
-def _overlaps(boxes: np.ndarray, crop: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Intersection / box area and IoU of (M, 4) xyxy boxes with one xyxy crop."""
-    ix = np.clip(np.minimum(boxes[:, 2], crop[2]) - np.maximum(boxes[:, 0], crop[0]), 0, None)
-    iy = np.clip(np.minimum(boxes[:, 3], crop[3]) - np.maximum(boxes[:, 1], crop[1]), 0, None)
-    inter = ix * iy
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    crop_area = (crop[2] - crop[0]) * (crop[3] - crop[1])
-    return inter / np.maximum(area, 1e-12), inter / np.maximum(area + crop_area - inter, 1e-12)
-
-
 class SSDRandomCrop(BaseCrop):
-    """The SSD random crop, in TF's form (``style="tf"``) or torchvision's RandomIoUCrop (``"torchvision"``).
+    """The SSD random crop, in TF's form (``style="tf"``, TF's ``ssd_random_crop``) or as torchvision's
+    ``RandomIoUCrop`` (``"torchvision"``); the crop windows come from ``detector.data.crops``.
 
-    tf: with probability ``keep_prob`` the image stays whole; otherwise one threshold t is drawn from
-    (0, .1, .3, .5, .7, .9, 1) and up to ``max_tries`` crops of area fraction in [0.1, 1] and aspect ratio in
-    [0.5, 2] are drawn until one covers at least t of some box; boxes covered less than t are dropped.
-    torchvision: t from (0, .1, .3, .5, .7, .9, whole); width and height scales in [0.3, 1], aspect in [0.5, 2];
-    a crop is kept when a box whose centre lies inside has IoU >= t with it; boxes whose centres lie outside
-    are dropped. When no crop is found the image stays whole.
+    tf: 7 options of min_object_covered (0, .1, .3, .5, .7, .9, 1); 15 % of the time the image stays whole;
+    otherwise up to 100 attempts draw an aspect ratio in [0.5, 2] and then a height uniformly between those
+    of 0.1 and 1 of the image area (clamped to fit), until a crop covers at least the option of some box (else
+    the whole image); boxes covered less than the option are dropped.
+    torchvision: options (0, .1, .3, .5, .7, .9, whole); up to 40 trials per option of width and height
+    factors in [0.3, 1] (aspect in [0.5, 2]) until a crop holds a box centre and has IoU >= the option with
+    such a box, the option being drawn again after 40 failures; boxes whose centres lie outside are dropped.
     """
 
-    def __init__(self, style: str = "tf", keep_prob: float = 0.15, max_tries: int = 100, p: float = 1.0) -> None:
+    def __init__(self, style: str = "tf", p: float = 1.0) -> None:
         super().__init__(p=p)
         if style not in ("tf", "torchvision"):
             raise ValueError(f"unknown crop style {style!r}")
-        self.style, self.keep_prob, self.max_tries = style, keep_prob, max_tries
-
-    def _sample_size(self, h: int, w: int) -> tuple[int, int]:
-        rng = self.py_random
-        if self.style == "tf":
-            area, ratio = rng.uniform(0.1, 1.0) * h * w, rng.uniform(0.5, 2.0)
-            return round(math.sqrt(area / ratio)), round(math.sqrt(area * ratio))
-        return round(h * rng.uniform(0.3, 1.0)), round(w * rng.uniform(0.3, 1.0))
+        self.style = style
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         h, w = params["shape"][:2]
-        whole = {"crop_coords": (0, 0, w, h), "keep": 0.0}
         bboxes = np.asarray(data.get("bboxes", np.zeros((0, 4))))[:, :4] * np.array([w, h, w, h])
-        rng = self.py_random
-        if self.style == "tf" and rng.random() < self.keep_prob:
-            return whole
-        threshold = rng.choice(TF_THRESHOLDS if self.style == "tf" else TV_THRESHOLDS)
-        if threshold > 1.0:
-            return whole
-        for _ in range(self.max_tries):
-            ch, cw = self._sample_size(h, w)
-            if not (1 <= ch <= h and 1 <= cw <= w) or not 0.5 <= cw / ch <= 2.0:
-                continue
-            x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
-            crop = (x0, y0, x0 + cw, y0 + ch)
-            if len(bboxes) == 0:
-                return {"crop_coords": crop, "keep": 0.0}
-            coverage, iou = _overlaps(bboxes, crop)
-            if self.style == "tf":
-                if coverage.max() >= threshold:
-                    return {"crop_coords": crop, "keep": threshold}
-                continue
-            cx, cy = (bboxes[:, 0] + bboxes[:, 2]) / 2, (bboxes[:, 1] + bboxes[:, 3]) / 2
-            inside = (cx > crop[0]) & (cx < crop[2]) & (cy > crop[1]) & (cy < crop[3])
-            if inside.any() and iou[inside].max() >= threshold:
-                return {"crop_coords": crop, "keep": -1.0}  # -1: keep by centre
-        return whole
+        if self.style == "tf":
+            crop, keep = sample_tf_crop(self.py_random, h, w, bboxes)
+        else:
+            crop, keep = sample_tv_crop(self.py_random, h, w, bboxes), -1.0  # -1: keep by centre
+        if crop is None:
+            return {"crop_coords": (0, 0, w, h), "keep": 0.0}
+        return {"crop_coords": crop, "keep": keep}
 
     def apply_to_bboxes(
         self, bboxes: np.ndarray, crop_coords: tuple[int, int, int, int], keep: float = 0.0, **params: Any
@@ -96,7 +59,7 @@ class SSDRandomCrop(BaseCrop):
                 x0, y0, x1, y1 = crop_coords
                 bboxes = bboxes[(cx > x0) & (cx < x1) & (cy > y0) & (cy < y1)]
             elif keep > 0:
-                bboxes = bboxes[_overlaps(pixels, crop_coords)[0] >= keep]
+                bboxes = bboxes[overlaps(pixels, crop_coords)[0] >= keep]
         return super().apply_to_bboxes(bboxes, crop_coords, **params)
 
 
