@@ -21,6 +21,7 @@ from detector.backbones.mnasnet import mnasnet_a1_backbone
 from detector.backbones.mobilenet_v1 import MobileNetV1
 from detector.backbones.mobilenet_v2 import mobilenet_v2_backbone
 from detector.backbones.mobilenet_v3 import mobilenet_v3
+from detector.backbones.padding import PADDINGS, use_tf_same_padding
 from detector.config import Config, ConfigError, DataConfig, LossConfig, ModelConfig
 from detector.data.dataset import CocoDetection, collate, eval_loader
 from detector.data.transforms import build_transform
@@ -81,6 +82,10 @@ def build_model(cfg: ModelConfig, init: bool = True) -> SSDLite:
         cfg.image_size,
         norm_layer,
     )
+    if cfg.padding not in PADDINGS:
+        raise ConfigError(f"model.padding: unknown {cfg.padding!r}; expected symmetric or tf_same")
+    if cfg.padding == "tf_same":
+        use_tf_same_padding(model)
     if init:
         init_weights(model, cfg.head_init_std, cfg.class_bias_init, cfg.backbone_init_std)
     return model

@@ -32,6 +32,7 @@ class ModelConfig:
     image_size: tuple[int, int] = (320, 320)  # (H, W) of the model input; [H, W] in YAML
     extra_depths: list[int] = field(default_factory=lambda: [512, 256, 256, 128])
     min_depth: int = 16  # TF's floor for extra-layer depths scaled by the width multiplier
+    padding: str = "symmetric"  # symmetric (k - 1) / 2 | tf_same: TF's SAME, asymmetric at stride 2 (TF weights)
     bn_eps: float = 1e-3
     bn_momentum: float = 0.03
     head_init_std: float = 0.03
