@@ -6,40 +6,23 @@ from detector.ssd import postprocess
 from detector.ssd.postprocess import PostProcessor
 
 
-def per_class_loop(boxes, scores, thresh, iou, topk, max_det):
-    """The straightforward reference: class by class, threshold, top-k, NMS; then the best max_det overall."""
+def per_class_loop(boxes, scores, thresh, iou, topk, max_det, after_nms=False):
+    """The straightforward reference, class by class: threshold, then the best ``topk`` candidates enter NMS
+    (torchvision), or with ``after_nms`` every candidate enters and the best ``topk`` survivors stay (TF's
+    multiclass_non_max_suppression); then the best ``max_det`` overall."""
     kept_boxes, kept_scores, kept_labels = [], [], []
     for c in range(scores.shape[1]):
         s = scores[:, c]
         mask = s > thresh
         s, b = s[mask], boxes[mask]
-        s, order = s.topk(min(topk, s.numel()))
+        s, order = s.sort(descending=True) if after_nms else s.topk(min(topk, s.numel()))
         b = b[order]
-        keep = nms(b, s, iou)
+        keep = nms(b, s, iou)[:topk]
         kept_boxes.append(b[keep])
         kept_scores.append(s[keep])
         kept_labels.append(torch.full((len(keep),), c + 1, dtype=torch.int64))
     b, s, lab = torch.cat(kept_boxes), torch.cat(kept_scores), torch.cat(kept_labels)
     order = s.argsort(descending=True)[:max_det]
-    return b[order], s[order], lab[order]
-
-
-def tf_per_class_loop(boxes, scores, thresh, iou, per_class, total):
-    """TF's semantics (multiclass_non_max_suppression): per class every candidate over the threshold enters NMS,
-    the best ``per_class`` survivors stay; then the best ``total`` overall."""
-    kept_boxes, kept_scores, kept_labels = [], [], []
-    for c in range(scores.shape[1]):
-        s = scores[:, c]
-        mask = s > thresh
-        s, b = s[mask], boxes[mask]
-        s, order = s.sort(descending=True)
-        b = b[order]
-        keep = nms(b, s, iou)[:per_class]
-        kept_boxes.append(b[keep])
-        kept_scores.append(s[keep])
-        kept_labels.append(torch.full((len(keep),), c + 1, dtype=torch.int64))
-    b, s, lab = torch.cat(kept_boxes), torch.cat(kept_scores), torch.cat(kept_labels)
-    order = s.argsort(descending=True)[:total]
     return b[order], s[order], lab[order]
 
 
@@ -50,7 +33,7 @@ def test_after_nms_equals_tfs_per_class_loop(thresh, iou, per_class, total, scor
         anchors, codes, logits = _random_case(2034, 90)
         post = PostProcessor(score_fn, thresh, iou, per_class, total, (320, 320), anchors, per_class_limit="after_nms")
         boxes, scores = post.boxes(codes), post.scores(logits)
-        b, s, lab = tf_per_class_loop(boxes, scores, thresh, iou, per_class, total)
+        b, s, lab = per_class_loop(boxes, scores, thresh, iou, per_class, total, after_nms=True)
         for got in (post.select(codes, logits), post.select_boxes(boxes, scores)):
             assert torch.equal(got["scores"], s) and torch.equal(got["labels"], lab) and torch.equal(got["boxes"], b)
 
