@@ -1,10 +1,9 @@
 """Leave exactly one working OpenCV in this Python: the GUI build on a desktop, the headless build elsewhere.
 
-albumentations needs opencv-python-headless, and opencv-python (the detect.py --show window) unpacks into the same
-cv2/ folder: only one may stay. A wrong state (several builds, the wrong kind, a cv2 that fails to import) is fixed
-by removing every OpenCV distribution and installing the wanted one (--no-deps, at the headless version). A GUI
-build that does not import (missing libGL etc.) is rolled back to headless. Never imports cv2 nor detector itself.
-"""
+albumentations needs opencv-python-headless; opencv-python (the detect.py --show window) unpacks into the same cv2/
+folder. A wrong state (several builds, the wrong kind, a broken cv2) is fixed by fetching the wanted wheel (at the
+headless version), removing every OpenCV distribution and installing it --no-deps. A GUI build that does not import
+(missing libGL etc.) is rolled back to headless. Offline, nothing is removed. Never imports cv2 nor detector."""
 
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 
 DISTS = ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless")
@@ -47,21 +47,21 @@ def wanted_dist(installed: Mapping[str, str], gui: bool) -> str:
 
 
 def pin_version(installed: Mapping[str, str], wanted: str) -> str | None:
-    """The version to install ``wanted`` at: the installed headless one (albumentations' minimum was resolved for
-    it), else the installed version of ``wanted`` itself; None (pip takes the newest) when neither is installed."""
+    """The installed headless version (albumentations' minimum was resolved for it), else ``wanted``'s; None: newest."""
     order = (wanted.removesuffix("-headless") + "-headless", *(d for d in DISTS if d.endswith("-headless")), wanted)
     return next((installed[d] for d in order if d in installed), None)
 
 
-def plan(installed: Mapping[str, str], wanted: str, ok: bool, pin: str | None, py: str) -> list[list[str]]:
-    """The pip commands (argv lists) that leave only ``wanted`` installed, at ``pin`` or else pin_version();
-    [] when it alone is installed and ``ok`` (cv2 imports, with a GUI exactly when ``wanted`` is a GUI build)."""
+def plan(installed: Mapping[str, str], wanted: str, ok: bool, pin: str | None, py: str, wheels: str) -> list[list[str]]:
+    """The pip commands (argv lists): fetch ``wanted`` (at ``pin`` or pin_version()) into ``wheels``, remove every
+    OpenCV, install it; [] when it alone is installed and ``ok`` (cv2 imports, with a GUI iff a GUI build)."""
     if set(installed) == {wanted} and ok:
         return []
     version = pin or pin_version(installed, wanted)
-    pip = [py, "-m", "pip"]
-    steps = [[*pip, "uninstall", "-y", *sorted(installed)]] if installed else []
-    return [*steps, [*pip, "install", "--no-deps", "--force-reinstall", f"{wanted}=={version}" if version else wanted]]
+    spec, pip = f"{wanted}=={version}" if version else wanted, [py, "-m", "pip"]
+    steps = [[*pip, "download", "--no-deps", "--only-binary=:all:", "-d", wheels, spec]]
+    steps += [[*pip, "uninstall", "-y", *sorted(installed)]] if installed else []
+    return [*steps, [*pip, "install", "--no-deps", "--force-reinstall", "--no-index", "--find-links", wheels, spec]]
 
 
 def installed_opencv() -> dict[str, str]:
@@ -95,13 +95,12 @@ def run_pip(steps: list[list[str]]) -> None:
             raise Failure(f"{' '.join(cmd[1:])} failed: {lines[-1]}")
 
 
-def setup(args: argparse.Namespace) -> int:
-    """Check the OpenCV state and switch it when needed; returns the exit status."""
+def setup(args: argparse.Namespace, wheels: str) -> int:
+    """Check the OpenCV state and switch it when needed (wheels fetched into ``wheels``); the exit status."""
     py, before = sys.executable, installed_opencv()
     gui, why = wants_gui(sys.platform, os.environ, "gui" if args.gui else "headless" if args.headless else None)
-    wanted = wanted_dist(before, gui)
-    version, (error, has_gui) = pin_version(before, wanted), probe(py)
-    steps = plan(before, wanted, error is None and has_gui == gui, version, py)
+    version, (error, has_gui) = pin_version(before, wanted := wanted_dist(before, gui)), probe(py)
+    steps = plan(before, wanted, error is None and has_gui == gui, version, py, wheels)
     state = describe(before, error, has_gui)
     if not steps:
         print(f"opencv: {state} ({why}) - nothing to do")
@@ -111,14 +110,15 @@ def setup(args: argparse.Namespace) -> int:
         print(f"opencv: {state} - wanted {wanted} alone ({why}); {todo}")
         return int(args.check)
     print(f"opencv: {state} - switching to {wanted} ({why})", flush=True)
+    run_pip(steps[:1])  # the wheel first: when it cannot be had, nothing has changed
     try:
-        run_pip(steps)
+        run_pip(steps[1:])
         error, has_gui = probe(py)
     except Failure as e:  # the old build may be gone already: a GUI switch puts the headless one back below
         error, has_gui, steps = str(e), False, []
     if gui and (error or not has_gui):
         headless = wanted + "-headless"
-        run_pip(plan(installed_opencv(), headless, False, version, py))
+        run_pip(plan(installed_opencv(), headless, False, version, py, wheels))
         fix = "install the system libraries it needs (e.g. apt install libgl1 libglib2.0-0)" if steps else "fix that"
         print(f"opencv: {wanted} does not work here ({error or 'no GUI backend'}); put {headless} back - for a "
               f"window, {fix} and run tools/setup_opencv.py again")  # fmt: skip
@@ -132,7 +132,6 @@ def setup(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    """Parse the flags and run setup(); a one-line error (exit status 1) instead of a traceback."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--gui", action="store_true", help="want the GUI build, display or not")
@@ -140,7 +139,8 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="only report; exit status 1 when a switch is needed")
     parser.add_argument("--dry-run", action="store_true", help="print the pip commands a switch would run")
     try:
-        return setup(parser.parse_args())
+        with tempfile.TemporaryDirectory() as wheels:
+            return setup(parser.parse_args(), wheels)
     except (Failure, OSError) as e:
         print(f"opencv: error: {e}", file=sys.stderr)
         return 1

@@ -15,7 +15,9 @@ _spec.loader.exec_module(setup_opencv)
 
 PY = "python"
 PIP = [PY, "-m", "pip"]
-INSTALL = [*PIP, "install", "--no-deps", "--force-reinstall"]
+WHEELS = "wheels"
+FETCH = [*PIP, "download", "--no-deps", "--only-binary=:all:", "-d", WHEELS]
+INSTALL = [*PIP, "install", "--no-deps", "--force-reinstall", "--no-index", "--find-links", WHEELS]
 
 
 @pytest.mark.parametrize(
@@ -54,7 +56,7 @@ def test_the_wanted_distribution_keeps_contrib():
 
 def _plan(installed: dict[str, str], gui: bool, ok: bool = True, pin: str | None = None) -> list[list[str]]:
     wanted = setup_opencv.wanted_dist(installed, gui)
-    return setup_opencv.plan(installed, wanted, ok, pin, PY)
+    return setup_opencv.plan(installed, wanted, ok, pin, PY, WHEELS)
 
 
 def test_only_headless_on_a_server_needs_nothing():
@@ -63,6 +65,7 @@ def test_only_headless_on_a_server_needs_nothing():
 
 def test_a_broken_cv2_is_reinstalled_even_when_the_distribution_is_right():
     assert _plan({"opencv-python-headless": "5.0.0.93"}, gui=False, ok=False) == [
+        [*FETCH, "opencv-python-headless==5.0.0.93"],
         [*PIP, "uninstall", "-y", "opencv-python-headless"],
         [*INSTALL, "opencv-python-headless==5.0.0.93"],
     ]
@@ -70,6 +73,7 @@ def test_a_broken_cv2_is_reinstalled_even_when_the_distribution_is_right():
 
 def test_only_headless_on_a_desktop_switches_to_the_gui_build_at_the_same_version():
     assert _plan({"opencv-python-headless": "5.0.0.93"}, gui=True, ok=False) == [
+        [*FETCH, "opencv-python==5.0.0.93"],
         [*PIP, "uninstall", "-y", "opencv-python-headless"],
         [*INSTALL, "opencv-python==5.0.0.93"],
     ]
@@ -79,6 +83,7 @@ def test_only_headless_on_a_desktop_switches_to_the_gui_build_at_the_same_versio
 def test_both_installed_uninstalls_both_and_installs_the_wanted_one(gui, wanted):
     both = {"opencv-python": "4.11.0.86", "opencv-python-headless": "4.10.0.84"}
     assert _plan(both, gui=gui) == [
+        [*FETCH, f"{wanted}==4.10.0.84"],
         [*PIP, "uninstall", "-y", "opencv-python", "opencv-python-headless"],
         [*INSTALL, f"{wanted}==4.10.0.84"],  # albumentations' requirement was resolved for the headless version
     ]
@@ -86,6 +91,7 @@ def test_both_installed_uninstalls_both_and_installs_the_wanted_one(gui, wanted)
 
 def test_contrib_headless_on_a_desktop_becomes_the_contrib_gui_build():
     assert _plan({"opencv-contrib-python-headless": "4.10.0.84"}, gui=True, ok=False) == [
+        [*FETCH, "opencv-contrib-python==4.10.0.84"],
         [*PIP, "uninstall", "-y", "opencv-contrib-python-headless"],
         [*INSTALL, "opencv-contrib-python==4.10.0.84"],
     ]
@@ -94,7 +100,7 @@ def test_contrib_headless_on_a_desktop_becomes_the_contrib_gui_build():
 def test_versions_fall_back_to_the_installed_one_then_the_newest():
     assert _plan({"opencv-python": "4.9.0.80"}, gui=False, ok=False)[-1] == [*INSTALL, "opencv-python-headless"]
     assert _plan({"opencv-python": "4.9.0.80"}, gui=True, ok=False)[-1] == [*INSTALL, "opencv-python==4.9.0.80"]
-    assert _plan({}, gui=False, ok=False) == [[*INSTALL, "opencv-python-headless"]]
+    assert _plan({}, gui=False, ok=False) == [[*FETCH, "opencv-python-headless"], [*INSTALL, "opencv-python-headless"]]
     assert _plan({"opencv-python": "4.9.0.80"}, gui=False, pin="4.8.1.78")[-1] == [
         *INSTALL,
         "opencv-python-headless==4.8.1.78",
@@ -123,12 +129,33 @@ def test_a_gui_build_that_does_not_import_is_rolled_back_to_headless(monkeypatch
     monkeypatch.setattr(setup_opencv.sys, "platform", "linux")
     monkeypatch.setenv("DISPLAY", ":0")
     args = setup_opencv.argparse.Namespace(gui=False, headless=False, check=False, dry_run=False)
-    assert setup_opencv.setup(args) == 0
+    assert setup_opencv.setup(args, WHEELS) == 0
     assert ran == [
+        [*FETCH, "opencv-python==5.0.0.93"],
         [*PIP, "uninstall", "-y", "opencv-python-headless"],
         [*INSTALL, "opencv-python==5.0.0.93"],
+        [*FETCH, "opencv-python-headless==5.0.0.93"],
         [*PIP, "uninstall", "-y", "opencv-python"],
         [*INSTALL, "opencv-python-headless==5.0.0.93"],
     ]
     out = capsys.readouterr().out
     assert "libGL.so.1" in out and "put opencv-python-headless back" in out and "apt install libgl1" in out
+
+
+def test_offline_nothing_is_removed(monkeypatch, capsys):
+    # The wheel cannot be fetched: the tool stops before uninstalling anything.
+    ran = []
+
+    def run_pip(steps):
+        for cmd in steps:
+            if cmd[3] == "download":
+                raise setup_opencv.Failure("-m pip download failed: No matching distribution found")
+            ran.append(cmd)
+
+    monkeypatch.setattr(setup_opencv, "installed_opencv", lambda: {"opencv-python-headless": "5.0.0.93"})
+    monkeypatch.setattr(setup_opencv, "probe", lambda py: (None, False))
+    monkeypatch.setattr(setup_opencv, "run_pip", run_pip)
+    monkeypatch.setattr(setup_opencv.sys, "argv", ["setup_opencv.py", "--gui"])
+    assert setup_opencv.main() == 1
+    assert ran == []
+    assert "download failed" in capsys.readouterr().err
