@@ -29,7 +29,7 @@ def per_class_loop(boxes, scores, thresh, iou, topk, max_det, after_nms=False):
 @pytest.mark.parametrize("thresh,iou,per_class,total", [(1e-8, 0.6, 100, 100), (0.3, 0.6, 5, 1000), (0.5, 0.3, 2, 50)])
 @pytest.mark.parametrize("score_fn", ["sigmoid", "softmax"])
 def test_after_nms_equals_tfs_per_class_loop(thresh, iou, per_class, total, score_fn):
-    for _ in range(3):
+    for _ in range(2):
         anchors, codes, logits = _random_case(2034, 90)
         post = PostProcessor(score_fn, thresh, iou, per_class, total, (320, 320), anchors, per_class_limit="after_nms")
         boxes, scores = post.boxes(codes), post.scores(logits)
