@@ -95,3 +95,16 @@ def load(path: str | Path) -> dict:
         if key not in ckpt:
             raise UserError(f"{path}: checkpoint has no {key!r} entry")
     return ckpt
+
+
+def rename_by_prefix(state: dict, prefixes: dict[str, str]) -> tuple[dict, list[str]]:
+    """``state`` with each key's first matching prefix of ``prefixes`` (old -> new) replaced, and the keys no
+    prefix matched (left out of the result), e.g. to load torchvision's state dicts into our modules."""
+    renamed, unmatched = {}, []
+    for key, value in state.items():
+        prefix = next((p for p in prefixes if key.startswith(p)), None)
+        if prefix is None:
+            unmatched.append(key)
+        else:
+            renamed[prefixes[prefix] + key[len(prefix) :]] = value
+    return renamed, unmatched

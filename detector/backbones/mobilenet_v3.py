@@ -13,6 +13,7 @@ import torch
 
 from detector.backbones.inverted_residual_net import BlockSpec, ClassifierSpec, InvertedResidualNet
 from detector.backbones.layers import TF_BATCH_NORM, NormLayer, make_divisible
+from detector.checkpoint import rename_by_prefix
 
 
 class Bneck(NamedTuple):
@@ -156,11 +157,7 @@ def load_torchvision_state_dict(net: InvertedResidualNet, state: dict[str, torch
 
     Strict: every tensor of both sides must be matched, with equal shapes.
     """
-    mapping = torchvision_key_map(net)
-    converted: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        prefix = next((p for p in mapping if key.startswith(p)), None)
-        if prefix is None:
-            raise KeyError(f"torchvision key {key!r} has no counterpart in this MobileNetV3")
-        converted[mapping[prefix] + key[len(prefix) :]] = value
+    converted, unmatched = rename_by_prefix(state, torchvision_key_map(net))
+    if unmatched:
+        raise KeyError(f"torchvision key {unmatched[0]!r} has no counterpart in this MobileNetV3")
     net.load_state_dict(converted, strict=True)

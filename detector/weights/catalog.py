@@ -68,8 +68,3 @@ DEFAULT_DETECTOR = "torchvision-coco"  # what tools/detect.py runs without --wei
 
 def names() -> list[str]:
     return list(CATALOG)
-
-
-def describe() -> str:
-    """One line per name, for --help texts and error messages."""
-    return "\n".join(f"  {w.name:18s} {w.description}" for w in CATALOG.values())

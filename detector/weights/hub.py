@@ -46,17 +46,6 @@ def offline() -> bool:
     return os.environ.get(OFFLINE_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def verify(entry: NamedWeights, path: Path) -> Path:
-    """``path`` when its SHA-256 is the entry's; else a UserError naming the file and the hash it should have."""
-    actual = sha256_of(path)
-    if actual != entry.sha256:
-        raise UserError(
-            f"{path}: refused: its SHA-256 is {actual}, {entry.name} should have {entry.sha256} "
-            f"({entry.size:,} bytes); delete the file to download it again, or put {entry.url} there"
-        )
-    return path
-
-
 def _download(entry: NamedWeights, path: Path) -> None:
     folder = path.parent
     if offline():
@@ -80,16 +69,22 @@ def _download(entry: NamedWeights, path: Path) -> None:
 
 
 def fetch(entry: NamedWeights) -> Path:
-    """The verified local file of ``entry``: from the cache, or downloaded into it first."""
+    """The verified local file of ``entry``: from the cache, or downloaded into it first. A file whose SHA-256
+    is not the entry's is refused (a fresh download of it is removed, a file already there is left to the user)."""
     path = cached_path(entry)
-    if not path.is_file():
+    downloaded = not path.is_file()
+    if downloaded:
         _download(entry, path)
-        actual = sha256_of(path)
-        if actual != entry.sha256:
-            path.unlink(missing_ok=True)  # a bad download must not sit in the cache as if it were good
-            raise UserError(
-                f"{entry.name}: the download from {entry.url} has SHA-256 {actual}, not {entry.sha256}; "
-                f"it was removed from {path.parent}"
-            )
+    actual = sha256_of(path)
+    if actual == entry.sha256:
         return path
-    return verify(entry, path)
+    if downloaded:
+        path.unlink(missing_ok=True)  # a bad download must not sit in the cache as if it were good
+        raise UserError(
+            f"{entry.name}: the download from {entry.url} has SHA-256 {actual}, not {entry.sha256}; "
+            f"it was removed from {path.parent}"
+        )
+    raise UserError(
+        f"{path}: refused: its SHA-256 is {actual}, {entry.name} should have {entry.sha256} "
+        f"({entry.size:,} bytes); delete the file to download it again, or put {entry.url} there"
+    )

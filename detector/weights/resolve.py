@@ -81,17 +81,13 @@ def initialise(model: nn.Module, spec: str, backbone: str, categories: list[dict
         state = imagenet_backbone_state(_state_dict(entry), model.backbone)
         summary = load_matching(model, state, InitSummary(f"{spec} (backbone)"))
     else:
-        source = resolve_checkpoint(spec)
+        source, summary = resolve_checkpoint(spec), InitSummary(str(spec))
         source_names = [c["name"] for c in source["categories"]]
         target_names = [c["name"] for c in categories]
         state = source["model"]
-        classes = None
         if source_names != target_names:
-            state, classes = carry_class_rows(state, model.state_dict(), source_names, target_names)
-        summary = load_matching(model, state, InitSummary(str(spec)))
-        if classes is not None:
-            summary.carried, summary.new, summary.dropped = classes.carried, classes.new, classes.dropped
-            summary.ambiguous = classes.ambiguous
+            state = carry_class_rows(state, model.state_dict(), source_names, target_names, summary)
+        load_matching(model, state, summary)
     own = model.state_dict()
     if not any(own[k].ndim == 4 for k in summary.loaded):  # only coincidences (BatchNorm, biases) would load
         raise UserError(f"--init {spec}: no convolution of it fits this model ({summary.message()})")

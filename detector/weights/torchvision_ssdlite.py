@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from detector.backbones.mobilenet_v3 import torchvision_key_map
+from detector.checkpoint import rename_by_prefix
 from detector.config import Config, LossConfig, ModelConfig, PostprocessConfig
 from detector.errors import UserError
 from detector.ssd.model import SSDLite
@@ -68,12 +69,9 @@ def convert_state_dict(state: dict[str, torch.Tensor], model: SSDLite) -> dict[s
             prefixes[f"head.{tv}.module_list.{level}.0.0."] = f"{ours}.{level}.0.conv."
             prefixes[f"head.{tv}.module_list.{level}.0.1."] = f"{ours}.{level}.0.bn."
             prefixes[f"head.{tv}.module_list.{level}.1."] = f"{ours}.{level}.1."
-    converted = {}
-    for key, value in state.items():
-        prefix = next((p for p in prefixes if key.startswith(p)), None)
-        if prefix is None:
-            raise UserError(f"torchvision key {key!r} has no counterpart: not an ssdlite320_mobilenet_v3_large?")
-        converted[prefixes[prefix] + key[len(prefix) :]] = value
+    converted, unmatched = rename_by_prefix(state, prefixes)
+    if unmatched:
+        raise UserError(f"torchvision key {unmatched[0]!r} has no counterpart: not an ssdlite320_mobilenet_v3_large?")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(converted))
     if missing:

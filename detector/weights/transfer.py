@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from detector.backbones.mobilenet_v3 import torchvision_key_map
+from detector.checkpoint import rename_by_prefix
 
 CLASS_ROWS = re.compile(r"cls_heads\.\d+\.1\.(weight|bias)$")
 
@@ -59,17 +60,21 @@ class InitSummary:
 
 
 def carry_class_rows(
-    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], source_names: list[str], names: list[str]
-) -> tuple[dict[str, torch.Tensor], InitSummary]:
+    source: dict[str, torch.Tensor],
+    target: dict[str, torch.Tensor],
+    source_names: list[str],
+    names: list[str],
+    summary: InitSummary,
+) -> dict[str, torch.Tensor]:
     """``source`` with its class-predictor rows rearranged for the classes ``names`` of ``target`` (the model's
-    freshly initialised state, which gives the rows of new classes). Levels whose anchor count or input
-    channels differ are left alone (the shape rule then re-initialises them). Returns (state, class summary)."""
+    freshly initialised state, which gives the rows of new classes); the classes carried over, new, dropped
+    and ambiguous go into ``summary``. Levels whose anchor count or input channels differ are left alone (the
+    shape rule then re-initialises them)."""
     counts: dict[str, int] = {}
     for n in source_names:
         counts[_key(n)] = counts.get(_key(n), 0) + 1
     index = {_key(n): i for i, n in enumerate(source_names) if counts[_key(n)] == 1}
     wanted = {_key(n) for n in names}
-    summary = InitSummary("")
     summary.carried = [n for n in names if _key(n) in index]
     summary.new = [n for n in names if _key(n) not in index]
     summary.dropped = [n for n in source_names if counts[_key(n)] == 1 and _key(n) not in wanted]
@@ -90,7 +95,7 @@ def carry_class_rows(
             if _key(name) in index:
                 rows[:, j] = rows_src[:, index[_key(name)] + 1]
         out[key] = rows.reshape(dst.shape)
-    return out, summary
+    return out
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor], summary: InitSummary) -> InitSummary:
@@ -113,9 +118,7 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], summary: Ini
 def imagenet_backbone_state(classifier_state: dict[str, torch.Tensor], backbone: nn.Module) -> dict[str, torch.Tensor]:
     """A torchvision ``mobilenet_v3_*`` classifier state dict under our detector's names (``backbone.…``);
     tensors with no counterpart in a detector (the classifier) keep their torchvision names."""
-    mapping = {tv: ours for tv, ours in torchvision_key_map(backbone).items() if not tv.startswith("classifier.")}
-    out = {}
-    for key, value in classifier_state.items():
-        prefix = next((p for p in mapping if key.startswith(p)), None)
-        out["backbone." + mapping[prefix] + key[len(prefix) :] if prefix else key] = value
-    return out
+    mapping = {tv: "backbone." + ours for tv, ours in torchvision_key_map(backbone).items()
+               if not tv.startswith("classifier.")}  # fmt: skip
+    renamed, unmatched = rename_by_prefix(classifier_state, mapping)
+    return {**renamed, **{key: classifier_state[key] for key in unmatched}}
