@@ -1,7 +1,7 @@
 """Turn the paper's released TF models (TF Object Detection API frozen graphs) into checkpoints of ours.
 
     python tools/convert_tf.py ssd_mobilenet_v3_large_coco_2020_01_14/frozen_inference_graph.pb --out v3_large.pt
-    python tools/convert_tf.py ssd_mobilenet_v3_small_coco_2020_01_14/frozen_inference_graph.pb --out v3_small.pt
+    python tools/convert_tf.py ssd_mobilenet_v3_small_coco_2020_01_14.tar.gz --out v3_small.pt   # the archive
 
 No TensorFlow needed: the graph is read with the TF protos that tensorboard ships (pip install '.[tf]').
 Every weight of the paper-layout MobileNetV3-Large† / Small† SSDLite is taken from its Const by name; a graph
@@ -15,27 +15,22 @@ from __future__ import annotations
 import argparse
 import logging
 
-from detector import build, checkpoint, cli, config
-from detector.weights.tf_graph import backbone_of, convert, read_consts, tf_config
-from detector.weights.torchvision_ssdlite import coco_categories
+from detector import checkpoint, cli
+from detector.weights.tf_graph import graph_checkpoint
 
 log = logging.getLogger("convert_tf")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("graph", help="frozen_inference_graph.pb")
+    parser.add_argument("graph", help="frozen_inference_graph.pb, or the zoo's .tar.gz holding it")
     parser.add_argument("--out", required=True, help="checkpoint to write")
     args = parser.parse_args()
     cli.setup_logging()
-    consts = read_consts(args.graph)
-    cfg = tf_config(backbone_of(consts))
-    model = build.build_model(cfg.model, init=False)
-    model.load_state_dict(convert(consts, model, args.graph))
-    checkpoint.save(args.out, {"model": model.state_dict(), "config": config.to_dict(cfg),
-                               "categories": coco_categories(), "source": f"TF frozen graph {args.graph}"})  # fmt: skip
-    log.info("wrote %s (%s†, %d anchors, TF padding and post-processing)", args.out, cfg.model.backbone,
-             len(model.anchors))  # fmt: skip
+    contents = graph_checkpoint(args.graph, f"TF frozen graph {args.graph}")
+    checkpoint.save(args.out, contents)
+    log.info("wrote %s (%s†, TF padding and post-processing, 90 COCO-id class slots)", args.out,
+             contents["config"]["model"]["backbone"])  # fmt: skip
     return 0
 
 

@@ -43,7 +43,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--video", metavar="SOURCE", help="video file, camN or stream URL (same as SOURCE)")
     parser.add_argument(
         "--weights",
-        help=f"name ({', '.join(catalog.names())}), checkpoint (.pt) or exported model (.onnx); "
+        help=f"name ({', '.join(catalog.detector_names())}), checkpoint (.pt) or exported model (.onnx); "
         f"default {catalog.DEFAULT_DETECTOR}",
     )
     parser.add_argument("--conf", type=float, default=0.3, help="lowest score drawn and saved (default 0.3)")

@@ -19,12 +19,13 @@ from detector.deploy.torch_runtime import resolve_device
 from detector.errors import UserError
 from detector.evaluation.report import summary_lines
 from detector.evaluation.run import evaluate_detections_file, evaluate_model, write_results
+from detector.weights import catalog
 from detector.weights import resolve as weights
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", help="checkpoint to run, or a name: torchvision-coco (torchvision's COCO model)")
+    p.add_argument("--weights", help=f"checkpoint to run, or a name: {', '.join(catalog.detector_names())}")
     p.add_argument("--data-root", help="COCO 2017 layout; val2017 is evaluated")
     p.add_argument("--val-json", help="annotation file to evaluate on")
     p.add_argument("--val-images", help="its image folder")

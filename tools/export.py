@@ -20,12 +20,15 @@ from pathlib import Path
 from detector import cli
 from detector.deploy.pipeline import default_output_path, export_onnx_file, export_torchscript_file
 from detector.deploy.quantize import calibration_files
+from detector.weights import catalog
 from detector.weights import resolve as weights
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="checkpoint (.pt) to export, or a name: torchvision-coco")
+    parser.add_argument(
+        "--weights", required=True, help=f"checkpoint (.pt) to export, or a name: {', '.join(catalog.detector_names())}"
+    )
     parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     parser.add_argument("--nms", action="store_true", help="post-processing (per-class NMS) inside the ONNX graph")
     parser.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: batch 1)")

@@ -5,9 +5,13 @@
         checkpoint of ours (torchvision layout, 90 COCO-id class slots, torchvision's post-processing);
     "torchvision-classifier": a torchvision MobileNetV3 ImageNet classifier state dict; only its feature layers
         are used (``train_coco.py --init``), as the backbone of a detector;
-    "checkpoint": a checkpoint of ours (the paper's released models, converted, have their place here).
-File names are torchvision's (``NAME-<first 8 hex digits of the SHA-256>.pth``), so a file torchvision already
-downloaded into ``$TORCH_HOME/hub/checkpoints/`` is found and used as it is.
+    "tf-frozen-graph": a TF Object Detection API zoo archive (``.tar.gz``) of the paper's own models, whose
+        ``frozen_inference_graph.pb`` is converted as ``tools/convert_tf.py`` converts it;
+    "checkpoint": a checkpoint of ours.
+File names are the publishers' (torchvision's ``NAME-<first 8 hex digits of the SHA-256>.pth``, the zoo's
+archive names), so a file torchvision or a zoo user already downloaded into ``$TORCH_HOME/hub/checkpoints/`` is
+found and used as it is. TF publishes no checksums for its zoo: those entries have no SHA-256, and a damaged or
+wrong file is caught by gzip's CRC-32 and by the converter, which needs every tensor by name and shape.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from dataclasses import dataclass
 class NamedWeights:
     name: str
     url: str
-    sha256: str  # of the whole file, lower-case hex
-    size: int  # bytes
-    kind: str  # torchvision-ssdlite | torchvision-classifier | checkpoint
+    sha256: str  # of the whole file, lower-case hex; "" where the publisher gives none (TF's zoo)
+    size: int  # bytes; 0 where not known
+    kind: str  # torchvision-ssdlite | torchvision-classifier | tf-frozen-graph | checkpoint
     backbone: str  # the model.backbone these weights fit
     description: str
 
@@ -60,6 +64,24 @@ CATALOG: dict[str, NamedWeights] = {
             backbone="mobilenet_v3_small",
             description="torchvision's MobileNetV3-Small ImageNet classifier (IMAGENET1K_V1, 67.7 % top-1)",
         ),
+        NamedWeights(
+            name="paper-v3-large-coco",
+            url="https://download.tensorflow.org/models/object_detection/ssd_mobilenet_v3_large_coco_2020_01_14.tar.gz",
+            sha256="",
+            size=0,
+            kind="tf-frozen-graph",
+            backbone="mobilenet_v3_large",
+            description="the paper's SSDLite MobileNetV3-Large† (TF zoo 2020_01_14; the zoo lists 22.6 COCO mAP)",
+        ),
+        NamedWeights(
+            name="paper-v3-small-coco",
+            url="https://download.tensorflow.org/models/object_detection/ssd_mobilenet_v3_small_coco_2020_01_14.tar.gz",
+            sha256="",
+            size=0,
+            kind="tf-frozen-graph",
+            backbone="mobilenet_v3_small",
+            description="the paper's SSDLite MobileNetV3-Small† (TF zoo 2020_01_14; the zoo lists 15.4 COCO mAP)",
+        ),
     )
 }
 
@@ -68,3 +90,8 @@ DEFAULT_DETECTOR = "torchvision-coco"  # what tools/detect.py runs without --wei
 
 def names() -> list[str]:
     return list(CATALOG)
+
+
+def detector_names() -> list[str]:
+    """The names that are detectors (tools' --weights), not backbones."""
+    return [name for name, entry in CATALOG.items() if entry.kind != "torchvision-classifier"]

@@ -1,8 +1,9 @@
 """Named weights in torch's hub cache (``$TORCH_HOME/hub/checkpoints/``): found there, or downloaded once.
 
 A cached file is used without the network; every file is checked against the SHA-256 of its catalog entry
-before use, so a truncated download or a different file under the expected name is refused. Downloads show a
-progress bar (torch.hub's) and land in the cache atomically. ``DETECTOR_OFFLINE=1`` forbids downloads.
+before use (where the publisher gives one: TF's zoo does not, see catalog.py), so a truncated download or a
+different file under the expected name is refused. Downloads show a progress bar (torch.hub's) and land in
+the cache atomically. ``DETECTOR_OFFLINE=1`` forbids downloads.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def _download(entry: NamedWeights, path: Path) -> None:
     if offline():
         reason = f"{OFFLINE_VARIABLE} is set"
     else:
-        log.info("downloading %s (%s, %.1f MB) into %s", entry.name, entry.url, entry.size / 1e6, folder)
+        size = f", {entry.size / 1e6:.1f} MB" if entry.size else ""
+        log.info("downloading %s (%s%s) into %s", entry.name, entry.url, size, folder)
         folder.mkdir(parents=True, exist_ok=True)
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
@@ -75,6 +77,8 @@ def fetch(entry: NamedWeights) -> Path:
     downloaded = not path.is_file()
     if downloaded:
         _download(entry, path)
+    if not entry.sha256:
+        return path  # no published hash: the reader checks the contents (catalog.py)
     actual = sha256_of(path)
     if actual == entry.sha256:
         return path

@@ -14,6 +14,7 @@ from detector import build, checkpoint, config
 from detector.errors import UserError
 from detector.weights import hub
 from detector.weights.catalog import CATALOG, NamedWeights, names
+from detector.weights.tf_graph import graph_checkpoint
 from detector.weights.torchvision_ssdlite import TORCHVISION_CONFIG, coco_categories, convert_state_dict
 from detector.weights.transfer import InitSummary, carry_class_rows, imagenet_backbone_state, load_matching
 
@@ -56,6 +57,8 @@ def resolve_checkpoint(spec: str | Path) -> dict:
         )
     if entry.kind == "torchvision-ssdlite":
         return torchvision_checkpoint(_state_dict(entry), f"{entry.name} ({entry.url})")
+    if entry.kind == "tf-frozen-graph":
+        return graph_checkpoint(hub.fetch(entry), f"{entry.name} ({entry.url})")
     return checkpoint.load(hub.fetch(entry))
 
 

@@ -10,13 +10,17 @@ weights HWIO -> OIHW, depthwise (H, W, C, 1) -> (C, 1, H, W); box codes (ty, tx,
 
 from __future__ import annotations
 
+import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from detector import build, config
 from detector.config import Config, DataConfig, LossConfig, ModelConfig, PostprocessConfig
 from detector.errors import UserError
+from detector.weights.torchvision_ssdlite import coco_categories
 
 FE = "FeatureExtractor/MobilenetV3/"
 EXTRA_DEPTHS = (512, 256, 256, 128)
@@ -44,8 +48,27 @@ def tf_config(backbone: str) -> Config:
     )
 
 
+GRAPH_FILE = "frozen_inference_graph.pb"
+
+
+def graph_bytes(path: Path) -> bytes:
+    """The GraphDef bytes of a ``.pb`` file, or of the ``*/frozen_inference_graph.pb`` in a zoo archive
+    (``.tar.gz``). The whole archive is read, so gzip's CRC-32 catches a truncated or damaged download."""
+    if not tarfile.is_tarfile(path):
+        return path.read_bytes()
+    try:
+        with tarfile.open(path) as tar:
+            members = tar.getmembers()  # reads to the end: the CRC check
+            found = [m for m in members if m.isfile() and m.name.rsplit("/", 1)[-1] == GRAPH_FILE]
+            if not found:
+                raise UserError(f"{path}: an archive without {GRAPH_FILE} (it has {len(members)} entries)")
+            return tar.extractfile(found[0]).read()
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise UserError(f"{path}: a damaged archive ({exc}); delete it and download it again") from None
+
+
 def read_consts(path: str | Path) -> dict[str, np.ndarray]:
-    """Every float Const of a frozen GraphDef file: node name -> array."""
+    """Every float Const of a frozen GraphDef (a ``.pb`` file or a zoo ``.tar.gz``): node name -> array."""
     try:
         from tensorboard.compat.proto import graph_pb2
         from tensorboard.util import tensor_util
@@ -53,9 +76,11 @@ def read_consts(path: str | Path) -> dict[str, np.ndarray]:
         raise UserError("reading TF graphs needs the TF protos that tensorboard ships: pip install '.[tf]'") from None
     graph = graph_pb2.GraphDef()
     try:
-        graph.ParseFromString(Path(path).read_bytes())
+        graph.ParseFromString(graph_bytes(Path(path)))
     except OSError as exc:
         raise UserError(f"{path}: cannot read: {exc.strerror}") from None
+    except UserError:
+        raise
     except Exception as exc:  # protobuf's DecodeError
         raise UserError(f"{path}: not a TF GraphDef ({exc})") from None
     consts = {}
@@ -147,3 +172,13 @@ def backbone_of(consts: dict[str, np.ndarray]) -> str:
         return "mobilenet_v3_small"
     first = next(iter(consts))
     raise UserError(f"not an SSDLite MobileNetV3 graph: no {FE}layer_17_* or layer_13_* weights (first: {first!r})")
+
+
+def graph_checkpoint(path: str | Path, source: str) -> dict:
+    """The checkpoint contents (model, config, categories, source) of a frozen graph or zoo archive: the
+    paper-layout V3† / V3-Small† with TF's padding, post-processing and the 90 COCO-id class slots."""
+    consts = read_consts(path)
+    cfg = tf_config(backbone_of(consts))
+    model = build.build_model(cfg.model, init=False)
+    state = convert(consts, model, str(path))
+    return {"model": state, "config": config.to_dict(cfg), "categories": coco_categories(), "source": source}

@@ -110,3 +110,32 @@ def test_train_without_arguments_says_where_it_looked(tmp_path):
                  "--train-json"):  # fmt: skip
         assert part in error, part
     assert "table6_v3_large_reduced_paper.yaml" in result.stderr  # the recipe it chose
+
+
+def test_the_paper_model_from_the_zoo_archive_through_detect_eval_and_export(tmp_path, monkeypatch):
+    """paper-v3-small-coco from a zoo archive made here (TF's graph, random weights): detect.py on a photograph,
+    eval_coco.py, export.py to ONNX and int8, each with the parity checks export.py makes."""
+    from importlib.resources import files
+
+    from ..tf_frozen_graph import frozen_graph, write_zoo_tarball
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv(hub.OFFLINE_VARIABLE, "1")
+    entry = catalog.CATALOG["paper-v3-small-coco"]
+    hub.cached_path(entry).parent.mkdir(parents=True)
+    write_zoo_tarball(hub.cached_path(entry), "ssd_mobilenet_v3_small_coco_2020_01_14", frozen_graph("small")[0])
+    photo = str(files("skimage") / "data" / "astronaut.png")
+    out = tmp_path / "dets.jsonl"
+    code = run_in_process("tools/detect.py", photo, "--weights", entry.name, "--conf", "0.0", "--save-json",
+                          str(out), monkeypatch=monkeypatch)  # fmt: skip
+    record = json.loads(out.read_text().splitlines()[0])
+    assert code == 0 and len(record["detections"]) == 100  # TF's 100 per image at score 1e-8
+    data = tiny_dataset(tmp_path / "data", train=1, val=2)
+    code = run_in_process("tools/eval_coco.py", "--weights", entry.name, "--data-root", str(data), "--output-dir",
+                          str(tmp_path / "eval"), "--workers", "0", monkeypatch=monkeypatch)  # fmt: skip
+    assert code == 0 and "AP" in json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for extra in ([], ["--int8", "--calib", str(data / "val2017"), "--calib-count", "2"]):
+        onnx_file = tmp_path / f"paper{len(extra)}.onnx"
+        code = run_in_process("tools/export.py", "--weights", entry.name, "--out", str(onnx_file), *extra,
+                              monkeypatch=monkeypatch)  # fmt: skip
+        assert code == 0 and onnx_file.stat().st_size > 1_000_000

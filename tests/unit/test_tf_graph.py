@@ -1,109 +1,121 @@
-"""tools/convert_tf.py's mapping: a frozen graph written here with TF's Const names and layouts (our random
-weights turned into TF's) converts back to the same weights; graphs that are not the paper's are refused."""
+"""tools/convert_tf.py's mapping, on frozen graphs written with TF's names, ops and layouts from TF's own
+architecture tables (tests/tf_frozen_graph.py, independent of our model code): every weight of the graph is
+used, permuted as TF's layouts require; graphs that are not the paper's are refused by node name; the zoo
+archive works as a file and as the catalog names ``paper-v3-{large,small}-coco``. The numerical check against
+an implementation of TF graphs is tests/unit/test_tf_opencv_parity.py."""
 
-import numpy as np
+import tarfile
+
 import pytest
 import torch
 
 from detector import build, checkpoint
 from detector.errors import UserError
+from detector.weights import catalog, hub, resolve
 from detector.weights.tf_graph import backbone_of, convert, name_map, read_consts, tf_config
 
-from ..conftest import randomise_batchnorm, run_tool
+from ..conftest import run_tool
+from ..tf_frozen_graph import FE, frozen_graph, write_zoo_tarball
 
-graph_pb2 = pytest.importorskip("tensorboard.compat.proto.graph_pb2")
-tensor_util = pytest.importorskip("tensorboard.util.tensor_util")
-
-
-def to_tf(value: np.ndarray, layout: str) -> np.ndarray:
-    """Our layout -> TF's (the inverse of the converter's)."""
-    if layout.startswith("box"):  # per anchor (tx, ty, tw, th) -> (ty, tx, th, tw)
-        value = value.reshape(-1, 4, *value.shape[1:])[:, [1, 0, 3, 2]].reshape(value.shape)
-    if layout in ("conv", "box_conv"):
-        return value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-    if layout == "dw":
-        return value.transpose(2, 3, 0, 1)  # (C, 1, H, W) -> (H, W, C, 1)
-    return value
+ARCHS = ["large", "small"]
 
 
-def write_graph(path, model, drop: str | None = None, reshape: str | None = None, read: bool = False) -> None:
-    """A GraphDef of Consts named as TF names the weights of ``model`` (and a Placeholder, as real graphs have)."""
-    graph = graph_pb2.GraphDef()
-    graph.node.add(name="normalized_input_image_tensor", op="Placeholder")
-    state = model.state_dict()
-    for tf_name, key, layout in name_map(model):
-        if tf_name == drop:
-            continue
-        value = to_tf(state[key].numpy(), layout)
-        if tf_name == reshape:
-            value = value[..., :-1]
-        node = graph.node.add(name=tf_name + ("/read" if read else ""), op="Const")
-        node.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(np.ascontiguousarray(value)))
-    path.write_bytes(graph.SerializeToString())
+def converted(path):
+    consts = read_consts(path)
+    model = build.build_model(tf_config(backbone_of(consts)).model, init=False)
+    return model, convert(consts, model, str(path))
 
 
-@pytest.fixture(scope="module", params=["mobilenet_v3_large", "mobilenet_v3_small"])
-def source(request):
-    torch.manual_seed(0)
-    model = build.build_model(tf_config(request.param).model).eval()
-    randomise_batchnorm(model)
-    return model
-
-
-def test_round_trip_gives_every_weight_back(source, tmp_path):
-    write_graph(tmp_path / "g.pb", source)
-    consts = read_consts(tmp_path / "g.pb")
-    cfg = tf_config(backbone_of(consts))
-    assert cfg.model.backbone == ("mobilenet_v3_large" if len(source.backbone.blocks) == 15 else "mobilenet_v3_small")
-    model = build.build_model(cfg.model, init=False)
-    state = convert(consts, model, "g.pb")
-    for key, value in source.state_dict().items():
-        assert torch.equal(state[key], value), key
-    names = [row[0] for row in name_map(model)]
-    assert len(names) == len(set(names)) and len(names) == len(
-        [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_weight_of_the_graph_is_used_in_its_layout(arch, tmp_path):
+    graph, weights = frozen_graph(arch)
+    (tmp_path / "g.pb").write_bytes(graph)
+    model, state = converted(tmp_path / "g.pb")
+    assert {row[0] for row in name_map(model)} == set(weights), "the converter reads exactly TF's weight names"
+    assert len(name_map(model)) == len([k for k in state if not k.endswith("num_batches_tracked")])
+    # the layouts, by hand: HWIO -> OIHW, (H, W, C, 1) -> (C, 1, H, W), box codes (ty, tx, th, tw) -> ours
+    stem = weights[f"{FE}/Conv/weights"]
+    assert torch.equal(state["backbone.stem.conv.weight"], torch.from_numpy(stem.transpose(3, 2, 0, 1)))
+    dw = weights[f"{FE}/expanded_conv_1/depthwise/depthwise_weights"]
+    assert torch.equal(state["backbone.blocks.1.depthwise.conv.weight"][5, 0], torch.from_numpy(dw[:, :, 5, 0]))
+    box_w, box_b = (
+        weights["BoxPredictor_1/BoxEncodingPredictor/weights"],
+        weights["BoxPredictor_1/BoxEncodingPredictor/biases"],
     )
+    for anchor in range(6):
+        for ours, theirs in enumerate((1, 0, 3, 2)):
+            assert state["box_heads.1.1.bias"][anchor * 4 + ours] == box_b[anchor * 4 + theirs]
+            assert torch.equal(state["box_heads.1.1.weight"][anchor * 4 + ours, :, 0, 0],
+                               torch.from_numpy(box_w[0, 0, :, anchor * 4 + theirs]))  # fmt: skip
+    cls_b = weights["BoxPredictor_0/ClassPredictor/biases"]
+    assert torch.equal(state["cls_heads.0.1.bias"], torch.from_numpy(cls_b)), "91 slots in TF's order"
 
 
-def test_reads_through_identity_names(source, tmp_path):
-    write_graph(tmp_path / "g.pb", source, read=True)
-    consts = read_consts(tmp_path / "g.pb")
-    state = convert(consts, build.build_model(tf_config(backbone_of(consts)).model, init=False), "g.pb")
-    assert torch.equal(state["backbone.stem.conv.weight"], source.state_dict()["backbone.stem.conv.weight"])
+def test_reads_through_identity_names(tmp_path):
+    graph, weights = frozen_graph("small", read=True)
+    (tmp_path / "g.pb").write_bytes(graph)
+    _, state = converted(tmp_path / "g.pb")
+    stem = torch.from_numpy(weights[f"{FE}/Conv/weights"].transpose(3, 2, 0, 1))
+    assert torch.equal(state["backbone.stem.conv.weight"], stem)
 
 
-def test_a_missing_or_misshaped_node_is_named(source, tmp_path):
-    if source_backbone(source) == "mobilenet_v3_large":
-        pytest.skip("the refusals are the same code for both; Small is enough")
-    name = "FeatureExtractor/MobilenetV3/expanded_conv_3/squeeze_excite/Conv/weights"
-    write_graph(tmp_path / "missing.pb", source, drop=name)
-    model = build.build_model(tf_config(source_backbone(source)).model, init=False)
+def test_a_missing_or_misshaped_node_is_named(tmp_path):
+    name = f"{FE}/expanded_conv_3/squeeze_excite/Conv/weights"
+    (tmp_path / "missing.pb").write_bytes(frozen_graph("small", drop=name)[0])
     with pytest.raises(UserError, match=f"node '{name}' not found"):
-        convert(read_consts(tmp_path / "missing.pb"), model, "missing.pb")
+        converted(tmp_path / "missing.pb")
     bad = "BoxPredictor_2/ClassPredictor/weights"
-    write_graph(tmp_path / "shape.pb", source, reshape=bad)
-    with pytest.raises(UserError, match=f"node '{bad}' has shape .* expected"):
-        convert(read_consts(tmp_path / "shape.pb"), model, "shape.pb")
-
-
-def source_backbone(model) -> str:
-    return "mobilenet_v3_large" if len(model.backbone.blocks) == 15 else "mobilenet_v3_small"
-
-
-def test_the_tool_writes_a_checkpoint_the_other_tools_load(source, tmp_path):
-    if source_backbone(source) == "mobilenet_v3_large":
-        pytest.skip("the tool is the same for both; Small is enough (its round trip above covers Large)")
-    write_graph(tmp_path / "g.pb", source)
-    done = run_tool("tools/convert_tf.py", str(tmp_path / "g.pb"), "--out", str(tmp_path / "c.pt"), timeout=300)
-    assert done.returncode == 0, done.stderr
-    model, post, categories, cfg = build.load_detector(tmp_path / "c.pt")
-    assert cfg.model.padding == "tf_same" and post.per_class_limit == "after_nms" and len(categories) == 90
-    assert len(model.anchors) == 2034 and checkpoint.load(tmp_path / "c.pt")["source"].startswith("TF frozen graph")
-    x = torch.rand(1, 3, 320, 320)
-    with torch.no_grad():
-        for a, b in zip(model(x), source(x)):
-            assert torch.equal(a, b)
+    (tmp_path / "shape.pb").write_bytes(frozen_graph("small", misshape=bad)[0])
+    with pytest.raises(UserError, match=rf"node '{bad}' has shape \(545, 512, 1, 1\) .* expected \(546, 512, 1, 1\)"):
+        converted(tmp_path / "shape.pb")
     not_a_graph = tmp_path / "x.pb"
     not_a_graph.write_bytes(b"\x00garbage")
     with pytest.raises(UserError, match="x.pb: not a TF GraphDef"):
         read_consts(not_a_graph)
+
+
+def test_the_tool_converts_the_zoo_archive(tmp_path):
+    graph, _ = frozen_graph("small")
+    write_zoo_tarball(tmp_path / "zoo.tar.gz", "ssd_mobilenet_v3_small_coco_2020_01_14", graph)
+    done = run_tool("tools/convert_tf.py", str(tmp_path / "zoo.tar.gz"), "--out", str(tmp_path / "c.pt"), timeout=300)
+    assert done.returncode == 0, done.stderr
+    model, post, categories, cfg = build.load_detector(tmp_path / "c.pt")
+    assert cfg.model.padding == "tf_same" and post.per_class_limit == "after_nms" and len(categories) == 90
+    assert len(model.anchors) == 2034 and checkpoint.load(tmp_path / "c.pt")["source"].startswith("TF frozen graph")
+    (tmp_path / "g.pb").write_bytes(graph)
+    reference, state = converted(tmp_path / "g.pb")
+    reference.load_state_dict(state)
+    x = torch.rand(1, 3, 320, 320)
+    with torch.no_grad():
+        for a, b in zip(model(x), reference.eval()(x)):
+            assert torch.equal(a, b)
+
+
+def test_a_damaged_archive_is_refused(tmp_path):
+    write_zoo_tarball(tmp_path / "zoo.tar.gz", "m", frozen_graph("small")[0])
+    data = (tmp_path / "zoo.tar.gz").read_bytes()
+    (tmp_path / "cut.tar.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="cut.tar.gz: a damaged archive"):
+        read_consts(tmp_path / "cut.tar.gz")
+    with tarfile.open(tmp_path / "empty.tar.gz", "w:gz"):
+        pass
+    with pytest.raises(UserError, match="an archive without frozen_inference_graph.pb"):
+        read_consts(tmp_path / "empty.tar.gz")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_paper_names_load_the_zoo_archive_from_the_cache(arch, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv(hub.OFFLINE_VARIABLE, "1")
+    entry = catalog.CATALOG[f"paper-v3-{arch}-coco"]
+    with pytest.raises(UserError, match=f"{entry.filename} is not in .* download {entry.url} and put it in"):
+        resolve.load_detector(entry.name)
+    graph, weights = frozen_graph(arch)
+    hub.cached_path(entry).parent.mkdir(parents=True)
+    write_zoo_tarball(hub.cached_path(entry), f"ssd_mobilenet_v3_{arch}_coco_2020_01_14", graph)
+    model, post, categories, cfg = resolve.load_detector(entry.name)
+    assert cfg.model.backbone == entry.backbone and cfg.data.class_slots == "category_id"
+    assert categories[0] == {"id": 1, "name": "person"} and post.nms_thresh == 0.6
+    assert torch.equal(
+        model.state_dict()["cls_heads.5.1.bias"], torch.from_numpy(weights["BoxPredictor_5/ClassPredictor/biases"])
+    )

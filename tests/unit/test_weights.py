@@ -43,7 +43,11 @@ def random_classifier(variant: str) -> torch.nn.Module:
 
 def test_catalog_entries_are_complete():
     for entry in catalog.CATALOG.values():
-        assert entry.url.startswith("https://") and len(entry.sha256) == 64 and entry.size > 1_000_000
+        assert entry.url.startswith("https://")
+        if entry.kind == "tf-frozen-graph":  # TF's zoo publishes no checksum or size
+            assert entry.sha256 == "" and entry.filename == f"ssd_{entry.backbone}_coco_2020_01_14.tar.gz"
+            continue
+        assert len(entry.sha256) == 64 and entry.size > 1_000_000
         # torchvision's file names carry the first 8 hex digits of the SHA-256
         assert entry.filename.rsplit("-", 1)[1].split(".")[0] == entry.sha256[:8]
     assert catalog.DEFAULT_DETECTOR in catalog.CATALOG
