@@ -31,6 +31,7 @@ from detector.app import draw
 from detector.app.frame_detector import FrameDetector, open_detector
 from detector.app.run import run_detection
 from detector.app.sources import open_source
+from detector.deploy.runtimes import CHOICES
 from detector.errors import UserError
 from detector.weights import catalog, resolve
 
@@ -51,6 +52,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
     parser.add_argument("--half", action="store_true", help="float16 model (GPU only, checkpoints only)")
     parser.add_argument("--threads", type=int, help="CPU threads for the model (default: all cores)")
+    parser.add_argument("--runtime", choices=CHOICES, help="inference engine; auto measures the installed ones "
+                        "on this CPU once and keeps the fastest (default: torch for checkpoints, onnxruntime for "
+                        ".onnx, openvino for .xml)")  # fmt: skip
     parser.add_argument("--show", action="store_true", help="live window; q or Esc quits")
     parser.add_argument("--exif", action="store_true", help="turn still images by their EXIF orientation "
                         "(default: as stored, as datasets and training take them)")  # fmt: skip
@@ -82,7 +86,9 @@ def main() -> int:
     if not args.weights:
         args.weights = catalog.DEFAULT_DETECTOR
         log.info("no --weights: the default COCO model, %s", resolve.describe(args.weights))
-    detector = FrameDetector(open_detector(args.weights, args.device, args.half, args.threads), args.conf, args.classes)
+    detector = FrameDetector(
+        open_detector(args.weights, args.device, args.half, args.threads, args.runtime), args.conf, args.classes
+    )
     source = open_source(args.source or args.video, args.live_timeout, args.exif)
     run = run_detection(detector, source, args.output_dir, args.save_json, args.show)
     print("\n".join(run.lines))

@@ -1,15 +1,19 @@
-"""Export a checkpoint to ONNX (raw outputs or with NMS in the graph, fp32 or int8) or TorchScript.
+"""Export a checkpoint to ONNX (raw outputs or with NMS in the graph, fp32 or int8), OpenVINO IR or TorchScript.
 
-    python tools/export.py --weights CKPT [--format onnx|torchscript] [--nms] [--dynamic-batch] [--out FILE]
+    python tools/export.py --weights CKPT [--format onnx|openvino|torchscript] [--nms] [--dynamic-batch] [--out FILE]
     python tools/export.py --weights CKPT --int8 --calib DIR [--val-json ANN.json --val-images DIR]
+    python tools/export.py --weights CKPT --format openvino [--int8 --calib DIR] [--val-json ... --val-images ...]
 
 BatchNorm is folded into the convolutions first. After export the file is run (ONNX Runtime, or TorchScript)
 on sample inputs and compared with the PyTorch checkpoint: the largest box and score differences are printed,
 and a mismatch (boxes > 0.01 px or scores > 1e-4 apart, or another number of detections) fails the export:
 exit status 2, no file written. --int8 quantises statically (QDQ, per-channel int8 weights, uint8
 activations) with min/max ranges calibrated on images of DIR; with --val-json/--val-images it prints COCO AP
-and AP50 of fp32 and int8 on that labelled set. ONNX files carry input size, score function, post-processing
-settings and categories in their metadata: tools/detect.py --weights FILE.onnx needs nothing else.
+and AP50 of fp32 and int8 on that labelled set, and fails when int8 loses more than --max-ap-loss AP points.
+--format openvino writes an OpenVINO IR (FILE.xml + FILE.bin, '.[openvino]'), checked in OpenVINO at f32 as
+ONNX is; its --int8 is OpenVINO's own (NNCF) quantisation; --val-json then scores fp32, bf16 (on CPUs with
+it) and int8 alike. The files carry input size, score function, post-processing settings and categories in
+their metadata: tools/detect.py --weights FILE.onnx (or FILE.xml) needs nothing else.
 """
 
 from __future__ import annotations
@@ -29,23 +33,27 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--weights", required=True, help=f"checkpoint (.pt) to export, or a name: {', '.join(catalog.detector_names())}"
     )
-    parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    parser.add_argument("--format", choices=("onnx", "openvino", "torchscript"), default="onnx")
     parser.add_argument("--nms", action="store_true", help="post-processing (per-class NMS) inside the ONNX graph")
     parser.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: batch 1)")
     parser.add_argument("--int8", action="store_true", help="post-training int8 quantisation (needs --calib)")
     parser.add_argument("--calib", help="folder of calibration images (a few hundred typical images)")
     parser.add_argument("--calib-count", type=int, default=200, help="calibration images used (default 200)")
-    parser.add_argument("--val-json", help="COCO annotations to score fp32 against int8 on")
+    parser.add_argument("--val-json", help="COCO annotations to score fp32 against int8 (and bf16) on")
     parser.add_argument("--val-images", help="folder of the --val-json images")
+    parser.add_argument("--max-ap-loss", type=float, default=1.0, help="AP points (0-100) int8 or bf16 may lose "
+                        "against fp32 on --val-json before the export fails (default 1.0)")  # fmt: skip
     parser.add_argument("--out", help="file to write (default: next to the checkpoint, e.g. CKPT.int8.onnx)")
     args = parser.parse_args()
     if args.format == "torchscript" and (args.nms or args.int8):
-        parser.error("--nms and --int8 apply to --format onnx")
+        parser.error("--nms and --int8 apply to --format onnx and openvino")
+    if args.format == "openvino" and args.nms:
+        parser.error("--nms applies to --format onnx (OpenVINO IRs hold the raw outputs)")
     if args.int8 and not args.calib:
         parser.error("--int8 needs --calib DIR (images to calibrate the activation ranges on)")
     if bool(args.val_json) != bool(args.val_images):
         parser.error("--val-json and --val-images go together")
-    if args.val_json and not args.int8:
+    if args.val_json and not args.int8 and args.format != "openvino":
         parser.error("--val-json/--val-images compare int8 with fp32; add --int8")
     if args.calib_count < 1:
         parser.error("--calib-count must be at least 1")
@@ -58,8 +66,16 @@ def main() -> int:
     out = Path(args.out) if args.out else default_output_path(args.weights, args.format, args.nms, args.int8)
     model, post, categories, cfg = weights.load_detector(args.weights)
     source = Path(args.weights).name
+    calib = calibration_files(args.calib, args.calib_count) if args.int8 else None
+    accuracy_set = (args.val_json, args.val_images) if args.val_json else None
     if args.format == "torchscript":
         report = export_torchscript_file(model, post, categories, cfg, out, source=source, say=print)
+    elif args.format == "openvino":
+        from detector.deploy.openvino_runtime import export_ir_file
+
+        report = export_ir_file(model, post, categories, cfg, out, dynamic_batch=args.dynamic_batch,
+                                int8_calibration_files=calib, accuracy_set=accuracy_set,
+                                max_ap_loss=args.max_ap_loss, source=source, say=print)  # fmt: skip
     else:
         report = export_onnx_file(
             model,
@@ -69,8 +85,9 @@ def main() -> int:
             out,
             nms=args.nms,
             dynamic_batch=args.dynamic_batch,
-            int8_calibration_files=calibration_files(args.calib, args.calib_count) if args.int8 else None,
-            accuracy_set=(args.val_json, args.val_images) if args.val_json else None,
+            int8_calibration_files=calib,
+            accuracy_set=accuracy_set,
+            max_ap_loss=args.max_ap_loss,
             source=source,
             say=print,
         )

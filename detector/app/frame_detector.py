@@ -1,9 +1,10 @@
 """Choosing and loading the inference backend, and the per-frame selection of what is kept (score, classes).
 
-``open_detector(weights)`` gives a ``Detector`` (a checkpoint, BatchNorm folded, channels-last on the CPU) or an
-``OnnxDetector`` (an ``.onnx`` file written by tools/export.py); both take lists of (H, W, 3) uint8 RGB frames
-and return one dict per frame: ``boxes`` (D, 4) float32 xyxy in frame pixels, ``scores`` (D,) float32,
-``labels`` (D,) int64 1..C, ``category_ids`` (D,) int64 the dataset's ids and ``names`` (D strings).
+``open_detector(weights, runtime=...)`` gives a ``Detector`` (a checkpoint, BatchNorm folded, channels-last on
+the CPU) or a detector of an exported file in ONNX Runtime or OpenVINO (``detector.deploy.runtimes``); all take
+lists of (H, W, 3) uint8 RGB frames and return one dict per frame: ``boxes`` (D, 4) float32 xyxy in frame
+pixels, ``scores`` (D,) float32, ``labels`` (D,) int64 1..C, ``category_ids`` (D,) int64 the dataset's ids
+and ``names`` (D strings).
 ``FrameDetector`` wraps one of them for a single frame and keeps only detections with a score of at least
 ``conf`` and, when classes are named, of those classes.
 """
@@ -15,33 +16,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector.deploy.fuse import fuse_for_inference
-from detector.deploy.torch_runtime import Detector, StageTimes, resolve_device
+from detector.deploy.runtime_choice import choose
+from detector.deploy.runtimes import file_kind, open_runtime
+from detector.deploy.torch_runtime import StageTimes
 from detector.errors import UserError
-from detector.weights import resolve
 
 
-def open_detector(weights: str | Path, device: str = "cpu", half: bool = False, threads: int | None = None):
-    """A ``Detector`` (a checkpoint or a name of the weights catalog, e.g. ``torchvision-coco``; BatchNorm folded)
-    or an ``OnnxDetector`` (``.onnx``) with the same call and results.
+def open_detector(weights: str | Path, device: str = "cpu", half: bool = False, threads: int | None = None,
+                  runtime: str | None = None):  # fmt: skip
+    """A detector for ``weights`` (a checkpoint, a name of the weights catalog, an ``.onnx`` file or an OpenVINO
+    ``.xml``) on ``runtime`` (``detector.deploy.runtimes``; ``auto`` measures the installed ones and keeps the
+    fastest; None: torch for checkpoints, onnxruntime for .onnx, openvino for .xml). All have the same call.
 
-    ``threads`` sets PyTorch's CPU threads (and ONNX Runtime's); ``half`` is float16, checkpoints on a GPU only.
+    ``threads`` sets PyTorch's CPU threads and the runtime's; ``half`` is float16, checkpoints on a GPU only.
     """
     if threads:
         torch.set_num_threads(threads)
-    if Path(weights).suffix.lower() == ".onnx":
-        try:  # onnx and onnxruntime are the optional "export" extra
-            from detector.deploy.onnx_runtime import OnnxDetector
-        except ImportError as exc:
-            raise UserError(
-                f"--weights {weights}: running ONNX files needs {exc.name} (pip install '.[export]')"
-            ) from None
-        if half:
-            raise UserError("--half applies to checkpoints; an ONNX file runs in the precision it was exported in")
-        return OnnxDetector(weights, device, threads)
-    model, post, categories, _ = resolve.load_detector(weights)
-    on_cpu = resolve_device(device).type == "cpu"
-    return Detector(fuse_for_inference(model, channels_last=on_cpu), post, categories, device, half)
+    if runtime == "auto":
+        if device != "cpu":
+            raise UserError("--runtime auto measures the CPU runtimes; with --device other than cpu, name one")
+        runtime, weights = choose(weights, threads)
+    elif runtime is None:
+        runtime = {".onnx": "onnxruntime", ".xml": "openvino"}.get(file_kind(weights), "torch")
+    return open_runtime(runtime, weights, device, half, threads)
 
 
 def class_filter(names: list[str], wanted: list[str] | None) -> np.ndarray | None:

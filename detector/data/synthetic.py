@@ -183,3 +183,14 @@ def write_video(
     finally:
         writer.release()
     return Path(path)
+
+
+def synthetic_frames(count: int, height: int = 480, width: int = 640, seed: int = 0) -> list[np.ndarray]:
+    """Smooth random (H, W, 3) uint8 RGB frames (decoded-image stand-ins; no data set needed)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        low = (rng.random((height // 16, width // 16, 3)) * 255).astype(np.uint8)
+        frame = cv2.resize(low, (width, height), interpolation=cv2.INTER_CUBIC)
+        frames.append(np.clip(frame.astype(np.int16) + rng.integers(-12, 13, frame.shape), 0, 255).astype(np.uint8))
+    return frames

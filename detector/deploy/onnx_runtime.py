@@ -1,28 +1,21 @@
 """Running our exported ONNX files with ONNX Runtime, with the same interface and results as ``Detector``.
 
 The file alone suffices: input size, score function, post-processing settings and categories come from its
-``metadata_props`` (written by ``detector.deploy.onnx_export``). Raw graphs are post-processed here with our
-``PostProcessor`` (the same code as the PyTorch path); NMS graphs already return detections.
+``metadata_props`` (written by ``detector.deploy.onnx_export``); ``ExportedDetector`` does the rest.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
 
-from detector.data.image_io import preprocess
+from detector.deploy.exported_detector import ExportedDetector
 from detector.deploy.onnx_export import FORMAT
-from detector.deploy.torch_runtime import StageTimes
 from detector.errors import UserError
-from detector.ssd.detections import LabelMap
-from detector.ssd.postprocess import PostProcessor
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -62,53 +55,16 @@ def session(path: str | Path, threads: int | None = None, device: str = "cpu") -
         raise UserError(f"{path}: ONNX Runtime cannot load it: {str(exc).splitlines()[0][:200]}") from None
 
 
-class OnnxDetector:
-    """``detector(frames)`` -> one result dict per (H, W, 3) uint8 RGB frame, exactly like ``Detector``:
-    ``boxes`` (D, 4) float32 xyxy in frame pixels, ``scores`` (D,), ``labels`` (D,) int64 1-based,
-    ``category_ids`` (D,) and ``names``."""
+class OnnxDetector(ExportedDetector):
+    """An ONNX file of ours in ONNX Runtime (see ``ExportedDetector`` for the call and its results)."""
+
+    runtime = "onnxruntime"
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None) -> None:
-        self.path = Path(path)
-        props = read_metadata(self.path)
-        self.outputs = props["detector.outputs"]
-        self.precision = props.get("detector.precision", "fp32")
-        h, w = json.loads(props["detector.input_size"])
-        self.input_size = (int(h), int(w))
-        settings = json.loads(props["detector.postprocess"])
-        self.post = PostProcessor(props["detector.score_fn"], **settings, input_size=self.input_size)
-        self.labels = LabelMap(json.loads(props["detector.categories"]))
-        self.categories, self.names = self.labels.categories, self.labels.names
-        self.session = session(self.path, threads, device)
+        props = read_metadata(path)
+        self.session = session(path, threads, device)
         batch = self.session.get_inputs()[0].shape[0]
-        self.max_batch = batch if isinstance(batch, int) else None  # None: any batch size
-        self.times = StageTimes()
+        super().__init__(path, props, batch if isinstance(batch, int) else None)
 
-    def __call__(self, frames: list[np.ndarray]) -> list[dict]:
-        if not frames:
-            return []
-        step = self.max_batch or len(frames)
-        results: list[dict] = []
-        for start in range(0, len(frames), step):
-            results += self._run(frames[start : start + step])
-        return results
-
-    def _run(self, frames: list[np.ndarray]) -> list[dict]:
-        t0 = time.perf_counter()
-        batch = preprocess(frames, self.input_size).numpy()
-        t1 = time.perf_counter()
-        outputs = self.session.run(None, {"images": batch})
-        t2 = time.perf_counter()
-        if self.outputs == "nms":
-            image, boxes, scores, labels = (torch.from_numpy(o) for o in outputs)
-            dets = [{"boxes": boxes[image == i], "scores": scores[image == i], "labels": labels[image == i]}
-                    for i in range(len(frames))]  # fmt: skip
-        else:
-            boxes, scores = torch.from_numpy(outputs[0]), torch.from_numpy(outputs[1])
-            dets = [self.post.select_boxes(boxes[i], scores[i]) for i in range(len(frames))]
-        results = [
-            self.labels.detections(self.post.to_image(d["boxes"], frame.shape[:2]), d["scores"], d["labels"])
-            for d, frame in zip(dets, frames)
-        ]
-        t3 = time.perf_counter()
-        self.times.record(t0, t1, t2, t3, len(frames))
-        return results
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {"images": batch})

@@ -45,7 +45,7 @@ class ExportReport:
     """What an export wrote and the checks it passed (None where a check did not run)."""
 
     path: Path
-    format: str  # onnx | torchscript
+    format: str  # onnx | openvino | torchscript
     outputs: str = "raw"  # raw | nms
     precision: str = "fp32"  # fp32 | int8
     dynamic_batch: bool = False
@@ -59,17 +59,37 @@ class ExportReport:
         """The final ``wrote ...`` line."""
         if self.format == "torchscript":
             return f"wrote {self.path} (TorchScript, raw outputs)"
+        if self.format == "openvino":
+            size = (self.path.stat().st_size + self.path.with_suffix(".bin").stat().st_size) / 1e6
+            batch = "dynamic" if self.dynamic_batch else 1
+            return f"wrote {self.path} + .bin (OpenVINO IR, raw, {self.precision}, batch {batch}, {size:.1f} MB)"
         batch = "dynamic" if self.dynamic_batch else 1
         size = self.path.stat().st_size / 1e6
         return f"wrote {self.path} ({self.outputs} outputs, {self.precision}, batch {batch}, {size:.1f} MB)"
 
 
 def default_output_path(weights: str | Path, fmt: str = "onnx", nms: bool = False, int8: bool = False) -> Path:
-    """Next to the checkpoint: CKPT.torchscript.pt, CKPT.onnx, CKPT.nms.onnx, CKPT.int8.onnx, CKPT.nms.int8.onnx."""
+    """Next to the checkpoint: CKPT.torchscript.pt, CKPT.onnx, CKPT.nms.onnx, CKPT.int8.onnx, CKPT.nms.int8.onnx,
+    CKPT.xml, CKPT.int8.xml (OpenVINO)."""
     weights = Path(weights)
     if fmt == "torchscript":
         return weights.with_suffix(".torchscript.pt")
-    return weights.with_suffix((".nms" if nms else "") + (".int8" if int8 else "") + ".onnx")
+    suffix = ".xml" if fmt == "openvino" else ".onnx"
+    return weights.with_suffix((".nms" if nms else "") + (".int8" if int8 else "") + suffix)
+
+
+def check_accuracy(rows: dict[str, dict[str, float]], ann: str | Path, max_ap_loss: float, out: Path | str,
+                   say: Say) -> None:  # fmt: skip
+    """Print the AP table of ``rows`` ("fp32" first) and refuse a row more than ``max_ap_loss`` AP points
+    (0-100 scale) below fp32: a UserError, nothing written."""
+    for line in accuracy_lines(rows, ann):
+        say(line)
+    reference = rows["fp32"]["AP"]
+    for name, row in rows.items():
+        loss = 100 * (reference - row["AP"])
+        if loss > max_ap_loss:
+            raise UserError(f"{out}: {name} loses {loss:.2f} AP points against fp32 on {ann} (the limit is "
+                            f"{max_ap_loss:g}, --max-ap-loss); nothing written")  # fmt: skip
 
 
 def sample_batches(size: tuple[int, int], dynamic: bool) -> list[np.ndarray]:
@@ -78,7 +98,7 @@ def sample_batches(size: tuple[int, int], dynamic: bool) -> list[np.ndarray]:
     return [np.concatenate(inputs), inputs[0]] if dynamic else inputs
 
 
-def _check(name: str, parity: Parity, out: Path | str, say: Say) -> Parity:
+def check_parity(name: str, parity: Parity, out: Path | str, say: Say) -> Parity:
     say(f"{name}: {parity.describe()}")
     if not parity.ok:
         raise UserError(f"{out}: the exported model does not match PyTorch ({parity.describe()}); nothing written")
@@ -111,13 +131,14 @@ class OnnxExporter:
             export_raw(model, post, self.raw_path, dynamic_batch)
             self.fp32_raw = session(self.raw_path)
             if check:
-                parity = raw_parity(_runner(self.fp32_raw), self._torch_raw, self.inputs)
-                self.report.raw_parity = _check("ONNX Runtime vs PyTorch (raw outputs)", parity, out, say)
+                parity = raw_parity(_runner(self.fp32_raw), self.torch_raw, self.inputs)
+                self.report.raw_parity = check_parity("ONNX Runtime vs PyTorch (raw outputs)", parity, out, say)
         except BaseException:
             self.close()
             raise
 
-    def _torch_raw(self, x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def torch_raw(self, x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The checkpoint's raw outputs (BatchNorm unfolded) on a (N, 3, H, W) float32 batch: the reference."""
         with torch.inference_mode():
             return self.reference(torch.from_numpy(x))
 
@@ -140,7 +161,8 @@ class OnnxExporter:
             # against our PostProcessor on the raw outputs the graph itself computes (the raw graph was checked
             # against PyTorch above): last-bit differences between runtimes cannot flip a near-tie NMS decision
             parity = nms_parity(_runner(session(path)), _runner(self.fp32_raw), self.post, self.inputs)
-            self.report.nms_parity = _check("ONNX NMS graph vs PyTorch post-processing", parity, self.out, self.say)
+            name = "ONNX NMS graph vs PyTorch post-processing"
+            self.report.nms_parity = check_parity(name, parity, self.out, self.say)
         return path
 
     def int8(self, calibration_files: list[Path], nms: bool = False) -> Path:
@@ -180,11 +202,12 @@ class OnnxExporter:
 def export_onnx_file(model: torch.nn.Module, post: PostProcessor, categories: list[dict], cfg: Config,
                      out: str | Path, *, nms: bool = False, dynamic_batch: bool = False,
                      int8_calibration_files: list[Path] | None = None,
-                     accuracy_set: tuple[str | Path, str | Path] | None = None, source: str = "",
-                     say: Say = log.info) -> ExportReport:  # fmt: skip
+                     accuracy_set: tuple[str | Path, str | Path] | None = None, max_ap_loss: float = 1.0,
+                     source: str = "", say: Say = log.info) -> ExportReport:  # fmt: skip
     """Export, check and write one ONNX file at ``out``: fp32, or int8 when ``int8_calibration_files`` are
     given, raw outputs or with ``nms`` the NMS graph. ``accuracy_set`` (annotation JSON, image folder) also
-    scores fp32 and the int8 file on that COCO-format set (AP, AP50). Nothing is written when a check fails."""
+    scores fp32 and the int8 file on that COCO-format set (AP, AP50), and int8 may lose at most
+    ``max_ap_loss`` AP points. Nothing is written when a check fails."""
     out = Path(out)
     with OnnxExporter(
         model, post, categories, cfg, dynamic_batch=dynamic_batch, source=source, out=out, say=say
@@ -199,8 +222,7 @@ def export_onnx_file(model: torch.nn.Module, post: PostProcessor, categories: li
             files = {"fp32": fp32, **({"int8": final} if final != fp32 else {})}
             for name, path in files.items():
                 report.accuracy[name] = coco_accuracy(OnnxDetector(path), ann, images, desc=f"{name} eval")
-            for line in accuracy_lines(report.accuracy, ann):
-                say(line)
+            check_accuracy(report.accuracy, ann, max_ap_loss, out, say)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(final, out)
     report.path, report.outputs = out, ("nms" if nms else "raw")
@@ -227,7 +249,7 @@ def export_torchscript_file(model: torch.nn.Module, post: PostProcessor, categor
                 return reference(torch.from_numpy(x))
 
         parity = raw_parity(run, torch_raw, sample_batches(post.input_size, True))
-        _check("TorchScript vs PyTorch", parity, out, say)
+        check_parity("TorchScript vs PyTorch", parity, out, say)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(tmp_out, out)
     return ExportReport(out, "torchscript", dynamic_batch=True, raw_parity=parity)

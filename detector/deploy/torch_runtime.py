@@ -71,6 +71,8 @@ class Detector:
     ``labels`` (D,) int64 model labels (1-based), ``category_ids`` (D,) the dataset's ids and ``names``.
     """
 
+    runtime = "torch"
+
     def __init__(self, model, postprocessor: PostProcessor, categories: list[dict], device: str = "cpu",
                  half: bool = False) -> None:  # fmt: skip
         self.device = resolve_device(device)

@@ -24,6 +24,7 @@ from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 from detector import build
 from detector.config import Config, LossConfig, PostprocessConfig
 from detector.data.image_io import preprocess
+from detector.data.synthetic import synthetic_frames
 from detector.deploy.fuse import fuse_for_inference
 from detector.deploy.onnx_runtime import OnnxDetector
 from detector.deploy.pipeline import OnnxExporter
@@ -34,7 +35,6 @@ from detector.paper.latency import (
     calibrate_batchnorm,
     detector_call,
     measure,
-    synthetic_frames,
     torchvision_calls,
     torchvision_images,
 )

@@ -108,19 +108,6 @@ def torchvision_calls(tv: torch.nn.Module, frames: list[np.ndarray]) -> tuple[Ca
     return full, split
 
 
-def synthetic_frames(count: int, height: int = 480, width: int = 640, seed: int = 0) -> list[np.ndarray]:
-    """Smooth random (H, W, 3) uint8 RGB frames (decoded-image stand-ins; no data set needed)."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(count):
-        low = (rng.random((height // 16, width // 16, 3)) * 255).astype(np.uint8)
-        frame = cv2.resize(low, (width, height), interpolation=cv2.INTER_CUBIC)
-        frames.append(np.clip(frame.astype(np.int16) + rng.integers(-12, 13, frame.shape), 0, 255).astype(np.uint8))
-    return frames
-
-
 @torch.no_grad()
 def calibrate_batchnorm(model: torch.nn.Module, forward: Callable[[], object]) -> None:
     """Set every BatchNorm's running statistics to those of the activations seen in ``forward()`` (a call

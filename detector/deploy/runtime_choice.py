@@ -1,0 +1,125 @@
+"""``--runtime auto``: the fastest installed runtime for this model file on this CPU, by a short measurement.
+
+The candidates are the installed runtimes that run the file (``runtimes.runtimes_for``). A checkpoint (or a
+catalog name) is also exported once to a raw fp32 ONNX file in the cache, checked against PyTorch as
+``tools/export.py`` checks it, so the ONNX runtimes compete for it too. Each candidate runs the same
+640x480 frame: warm-up calls, then interleaved rounds; the lowest median whole-call time wins.
+
+The choice is cached in ``$DETECTOR_CACHE`` (default ``$XDG_CACHE_HOME/detector``, or ``~/.cache/detector``),
+``runtime_choice.json``, keyed by the model file's SHA-256, the CPU (model name, flags, cores) and the thread
+count: a changed file, another machine or other threads measure again; a cached runtime no longer installed
+is measured again too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import statistics
+import time
+from pathlib import Path
+
+from detector.data.synthetic import synthetic_frames
+from detector.deploy.runtimes import file_kind, installed, open_runtime, runtimes_for
+from detector.errors import UserError
+from detector.weights import catalog, hub, resolve
+
+log = logging.getLogger(__name__)
+WARMUP, ROUNDS, CALLS = 3, 5, 2  # about 20 calls per candidate: a second or two in all
+
+
+def cache_dir() -> Path:
+    if os.environ.get("DETECTOR_CACHE"):
+        return Path(os.environ["DETECTOR_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "detector"
+
+
+def cpu_signature() -> str:
+    """The CPU model name, a digest of its feature flags and the core count (what the speed depends on)."""
+    name, flags = "", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not name:
+                name = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = value.strip()
+    except OSError:  # not Linux
+        import platform
+
+        name = f"{platform.machine()} {platform.processor()}"
+    return f"{name} | flags {hashlib.sha256(flags.encode()).hexdigest()[:12]} | {os.cpu_count()} cores"
+
+
+def model_file(weights: str | Path) -> Path:
+    """The file behind ``weights`` (a catalog name is fetched into the hub cache)."""
+    entry = catalog.CATALOG.get(str(weights))
+    if entry is not None:
+        return hub.fetch(entry)
+    if not Path(weights).is_file():
+        raise UserError(f"{weights}: no such file")
+    return Path(weights)
+
+
+def exported_onnx(weights: str | Path, digest: str) -> Path | None:
+    """A raw fp32 ONNX file of a checkpoint in the cache (exported and checked once), or None without onnx."""
+    try:
+        from detector.deploy.pipeline import export_onnx_file
+    except ImportError:
+        return None
+    path = cache_dir() / "exports" / f"{digest[:16]}.onnx"
+    if not path.is_file():
+        log.info("--runtime auto: exporting %s to ONNX once (%s)", weights, path)
+        model, post, categories, cfg = resolve.load_detector(weights)
+        export_onnx_file(model, post, categories, cfg, path, source=str(weights), say=log.debug)
+    return path
+
+
+def _measure(candidates: dict[str, object]) -> dict[str, float]:
+    frame = synthetic_frames(1)[0]
+    for detector in candidates.values():
+        for _ in range(WARMUP):
+            detector([frame])
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(ROUNDS):  # interleaved, so a load change touches every candidate alike
+        for name, detector in candidates.items():
+            for _ in range(CALLS):
+                t0 = time.perf_counter()
+                detector([frame])
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(ms) for name, ms in times.items()}
+
+
+def choose(weights: str | Path, threads: int | None = None) -> tuple[str, Path | str]:
+    """(runtime name, what to open with it) for ``weights`` on this CPU with ``threads``; logs the choice."""
+    path = model_file(weights)
+    digest = hub.sha256_of(path)
+    key = f"{digest} | {cpu_signature()} | threads {threads or os.cpu_count()}"
+    store = cache_dir() / "runtime_choice.json"
+    try:
+        cache = json.loads(store.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    hit = cache.get(key)
+    if hit and installed(hit["runtime"]) and (hit["file"] == str(weights) or Path(hit["file"]).is_file()):
+        log.info("--runtime auto: %s (measured before on this CPU: %.1f ms per frame)", hit["runtime"], hit["ms"])
+        return hit["runtime"], hit["file"]
+    options: dict[str, Path | str] = {name: weights for name in runtimes_for(weights) if installed(name)}
+    if not file_kind(weights):
+        onnx_file = exported_onnx(weights, digest)
+        if onnx_file is not None:
+            options.update({name: onnx_file for name in runtimes_for(onnx_file) if installed(name)})
+    candidates = {name: open_runtime(name, target, threads=threads) for name, target in options.items()}
+    medians = _measure(candidates)
+    best = min(medians, key=medians.get)
+    table = ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(medians.items(), key=lambda kv: kv[1]))
+    log.info("--runtime auto: %s is the fastest here (ms per 640x480 frame: %s)", best, table)
+    cache[key] = {"runtime": best, "file": str(options[best]), "ms": medians[best], "all_ms": medians,
+                  "measured": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+    store.parent.mkdir(parents=True, exist_ok=True)
+    tmp = store.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cache, indent=1))
+    tmp.replace(store)
+    return best, options[best]

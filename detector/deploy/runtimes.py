@@ -1,0 +1,94 @@
+"""The inference runtimes: the files each runs, the extra that installs it, and opening a detector with one.
+
+Every runtime gives the same detector interface (``detector(frames)`` -> result dicts, ``names``, ``times``,
+``input_size``), so tools and the benchmark treat them alike:
+
+    torch           checkpoints (.pt) and catalog names, PyTorch eager, BatchNorm folded (CPU, CUDA, MPS)
+    onnxruntime     our .onnx files (fp32, int8), ONNX Runtime ('.[export]')
+    openvino        our .onnx files and OpenVINO IRs (.xml, fp32 or NNCF int8), fp32 arithmetic ('.[openvino]')
+    openvino-bf16   the same in bf16 arithmetic, on CPUs with AVX-512 BF16 or AMX
+
+``auto`` (``detector.deploy.runtime_choice``) measures the installed ones and keeps the fastest.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from detector.deploy.fuse import fuse_for_inference
+from detector.deploy.torch_runtime import Detector, resolve_device
+from detector.errors import UserError
+from detector.weights import resolve
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    module: str  # the import whose presence means installed
+    extra: str  # pip install '.[extra]'
+    suffixes: tuple[str, ...]  # the files it runs ("" = checkpoints and catalog names)
+
+
+RUNTIMES = {
+    r.name: r
+    for r in (
+        Runtime("torch", "torch", "", ("",)),
+        Runtime("onnxruntime", "onnxruntime", "export", (".onnx",)),
+        Runtime("openvino", "openvino", "openvino", (".onnx", ".xml")),
+        Runtime("openvino-bf16", "openvino", "openvino", (".onnx", ".xml")),
+    )
+}
+CHOICES = ("auto", *RUNTIMES)
+
+
+def file_kind(weights: str | Path) -> str:
+    """".onnx", ".xml" or "" (a checkpoint or a catalog name)."""
+    suffix = Path(str(weights)).suffix.lower()
+    return suffix if suffix in (".onnx", ".xml") else ""
+
+
+def installed(name: str) -> bool:
+    runtime = RUNTIMES[name]
+    if importlib.util.find_spec(runtime.module) is None:
+        return False
+    if name == "openvino-bf16":
+        from detector.deploy.openvino_runtime import bf16_supported
+
+        return bf16_supported()
+    return True
+
+
+def runtimes_for(weights: str | Path) -> list[str]:
+    """The runtimes that can run ``weights`` (installed or not), in the table's order."""
+    kind = file_kind(weights)
+    return [name for name, r in RUNTIMES.items() if kind in r.suffixes]
+
+
+def open_runtime(name: str, weights: str | Path, device: str = "cpu", half: bool = False, threads: int | None = None):
+    """A detector for ``weights`` on runtime ``name`` (not ``auto``); a runtime that cannot run this file, or
+    is not installed, is a one-line UserError naming what to use or install."""
+    runtime = RUNTIMES[name]
+    if file_kind(weights) not in runtime.suffixes:
+        fits = ", ".join(runtimes_for(weights))
+        raise UserError(f"--runtime {name} does not run {weights}; runtimes for it: {fits}")
+    if not installed(name):
+        if importlib.util.find_spec(runtime.module) is not None:  # openvino-bf16 on a CPU without bf16
+            raise UserError(f"--runtime {name}: this CPU has no bf16 kernels in OpenVINO; use --runtime openvino")
+        raise UserError(f"--runtime {name} is not installed: pip install '.[{runtime.extra}]'")
+    if half and name != "torch":
+        raise UserError("--half applies to checkpoints; an exported file runs in the precision it was exported in")
+    if name != "torch" and device != "cpu" and not (name == "onnxruntime" and device.startswith("cuda")):
+        raise UserError(f"--runtime {name} runs on the CPU (--device cpu)")
+    if name == "onnxruntime":
+        from detector.deploy.onnx_runtime import OnnxDetector
+
+        return OnnxDetector(weights, device, threads)
+    if name.startswith("openvino"):
+        from detector.deploy.openvino_runtime import OpenVinoDetector
+
+        return OpenVinoDetector(weights, "bf16" if name == "openvino-bf16" else "f32", threads)
+    model, post, categories, _ = resolve.load_detector(weights)
+    on_cpu = resolve_device(device).type == "cpu"
+    return Detector(fuse_for_inference(model, channels_last=on_cpu), post, categories, device, half)
