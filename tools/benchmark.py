@@ -10,8 +10,9 @@ timed too. Paths, each split into pre-processing, model and post-processing plus
 - ours, torchvision weights: torchvision's random weights converted (detector.weights.torchvision_ssdlite) into
   our model, our eager PyTorch path (BatchNorm folded, channels-last) with torchvision's post-processing settings;
 - ours eager / ONNX Runtime fp32 (raw outputs + our PostProcessor) / ONNX Runtime fp32 with NMS in the graph
-  (tools/export.py --nms) / ONNX Runtime int8: the model of --weights, by default the paper's V3† (Table 6)
-  with random weights.
+  (tools/export.py --nms) / ONNX Runtime int8 / with OpenVINO installed ('.[openvino]'), OpenVINO f32, bf16
+  (on CPUs with it) and OpenVINO's own int8 (NNCF): the model of --weights, by default the paper's V3†
+  (Table 6) with random weights. All paths are timed interleaved, in one process.
 
 Every path uses score threshold 0.001 (torchvision's). The random weights get BatchNorm statistics measured
 on synthetic frames, as a trained network's are (detector.paper.latency.calibrate_batchnorm): activations keep
@@ -35,7 +36,7 @@ import onnxruntime
 import torch
 
 from detector import cli
-from detector.paper.benchmark_report import evaluate_targets, json_report, targets_text, timing_table
+from detector.paper.benchmark_report import all_targets, json_report, targets_text, timing_table
 from detector.paper.inference_benchmark import SCORE_THRESH, run_benchmark
 from detector.paper.table6 import REFERENCE_ROW
 
@@ -55,6 +56,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--fresh-init", action="store_true", help="random weights as initialised (no BatchNorm statistics): tied scores"
     )
+    parser.add_argument("--val-data", metavar="ROOT", help="COCO-layout root (annotations/instances_val2017.json, "
+                        "val2017/, train2017/): the AP of each of our runtimes on it, and int8 calibrated on its "
+                        "training images (e.g. runs/demo/data with --weights runs/demo/train/best.pt)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="1 thread, batch 1, 3 repeats (a smoke test)")
     parser.add_argument("--json", action="store_true", help="print JSON on stdout, the table on stderr")
     args = parser.parse_args()
@@ -71,19 +75,29 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def runtime_versions() -> dict[str, str]:
+    try:
+        import openvino
+
+        return {"openvino": openvino.__version__.split("-")[0]}
+    except ImportError:
+        return {}
+
+
 def main() -> int:
     args = parse_args()
     cli.setup_logging()
-    rows, name = run_benchmark(
-        args.weights, args.thread_list, args.batch_list, args.repeats, args.budget, args.fresh_init, args.quick
-    )
-    found = evaluate_targets(rows)
+    rows, name, ap = run_benchmark(args.weights, args.thread_list, args.batch_list, args.repeats, args.budget,
+                                   args.fresh_init, args.quick, args.val_data)  # fmt: skip
+    found = all_targets(rows, ap)
     label = name + (", weights as initialised" if args.fresh_init else "")
     text = timing_table(rows, label) + ("\n" + targets_text(found) if found else "")
     weights = "as initialised" if args.fresh_init else "BatchNorm statistics from synthetic frames"
-    versions = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
-    report = json_report(rows, name, weights, SCORE_THRESH, versions)
+    versions = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, **runtime_versions()}
+    report = json_report(rows, name, weights, SCORE_THRESH, versions, ap=ap)
     stream = sys.stderr if args.json else sys.stdout
+    if ap:
+        text += "\nAP on " + args.val_data + ": " + ", ".join(f"{path} {value:.4f}" for path, value in ap.items())
     print(text, file=stream)
     print(f"load average during the run: {report['load_average']}", file=stream)
     if args.json:

@@ -1,10 +1,12 @@
 """Print Table 6 of the paper side by side with our models: params, MAdds, optional CPU latency and mAP.
 
-    python tools/table6.py [--latency] [--map RESULTS.json ...] [--json]
+    python tools/table6.py [--latency [--runtime NAME]] [--map RESULTS.json ...] [--json]
     python tools/table6.py --write-recipes configs
 
 Counts follow the paper's convention (see detector.complexity): conv weights and biases, no BatchNorm,
-MAdds of the convolutions at 320x320. Latency: 1 thread, batch 1, median model forward on this CPU.
+MAdds of the convolutions at 320x320. Latency: 1 thread, batch 1, median model time on this CPU, in PyTorch
+eager or with --runtime in ONNX Runtime or OpenVINO, fp32, bf16 or int8 (detector.paper.runtime_latency): the
+paper measured its column with a mobile runtime in fp32 and int8.
 --map takes metrics.json files written by tools/eval_coco.py (their model config names the row) or
 ROW=FILE pairs, e.g. "V3†=runs/v3/metrics.json". --write-recipes DIR writes the 11 paper recipes
 (table6_*_paper.yaml, from detector.paper.table6.recipe_yaml) into DIR and exits.
@@ -21,7 +23,8 @@ import torch
 from detector import cli
 from detector.build import build_model
 from detector.errors import UserError
-from detector.paper.complexity import conv_params, latency_ms, multiply_adds
+from detector.paper.complexity import conv_params, multiply_adds
+from detector.paper.runtime_latency import RUNTIMES, model_latency_ms
 from detector.paper.table6 import REFERENCE_ROW, ROWS, recipe_file_name, recipe_yaml, row_for_model, row_named
 
 
@@ -49,7 +52,7 @@ def read_map(arg: str) -> tuple[str, float]:
     return name, 100.0 * float(data["AP"])
 
 
-def measure(latency: bool, repeats: int) -> list[dict]:
+def measure(latency: bool, repeats: int, runtime: str = "torch") -> list[dict]:
     results = []
     for row in ROWS:
         cfg = row.model_config()
@@ -62,7 +65,8 @@ def measure(latency: bool, repeats: int) -> list[dict]:
                 "madds_b": multiply_adds(model, x) / 1e9,
                 "paper_params_m": row.paper_params_m,
                 "paper_madds_b": row.paper_madds_b,
-                "latency_ms": latency_ms(model, x, repeats=repeats, threads=1) if latency else None,
+                "latency_ms": model_latency_ms(cfg, runtime, repeats) if latency else None,
+                "runtime": runtime if latency else None,
                 "paper_latency_ms": row.paper_latency_ms,
                 "map": None,
                 "paper_map": row.paper_map,
@@ -94,12 +98,15 @@ def print_table(rows: list[dict]) -> None:
             f"{r['paper_latency_ms']:>10.0f}{r['paper_latency_ms'] / ref['paper_latency_ms']:>6.2f}"
         )
     print("params: conv weights + biases, BatchNorm not counted, 91 class slots; MAdds: convolutions at 320x320")
+    if ref["runtime"]:
+        print(f"ms CPU: median model time, 1 thread, batch 1, {ref['runtime']}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency", action="store_true", help="measure CPU latency (1 thread, batch 1)")
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per model for --latency")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="torch", help="what --latency times (default torch)")
     parser.add_argument("--map", nargs="+", default=[], metavar="RESULTS", help="metrics.json or ROW=FILE")
     parser.add_argument("--json", action="store_true", help="print a JSON list, one object per row")
     parser.add_argument("--write-recipes", metavar="DIR", type=Path, help="write the 11 paper recipes and exit")
@@ -115,7 +122,9 @@ def main() -> int:
             print(path)
         return 0
     maps = dict(read_map(a) for a in args.map)
-    rows = measure(args.latency, args.repeats)
+    if args.runtime != "torch" and not args.latency:
+        parser.error("--runtime applies to --latency")
+    rows = measure(args.latency, args.repeats, args.runtime)
     for r in rows:
         r["map"] = maps.get(r["row"])
     if args.json:

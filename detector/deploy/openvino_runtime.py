@@ -48,6 +48,11 @@ def read_props(model, path: Path) -> dict[str, str]:
     return props
 
 
+def file_props(path: Path) -> dict[str, str]:
+    """Our metadata of an ONNX file or IR, read through OpenVINO."""
+    return read_props(_openvino().Core().read_model(str(path)), path)
+
+
 def write_props(model, props: dict[str, str]) -> None:
     for key, value in props.items():
         model.set_rt_info(value, ["framework", key])
@@ -72,20 +77,34 @@ class OpenVinoDetector(ExportedDetector):
             raise UserError(f"{path}: OpenVINO cannot read it: {str(exc).splitlines()[0][:200]}") from None
         props = read_props(model, path)
         batch = model.inputs[0].get_partial_shape()[0]
-        config = {
+        self.core, self.model = core, model
+        self.config = {
             "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
             "NUM_STREAMS": 1,  # one request at a time: latency, not throughput
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": precision,
         }
-        self.compiled = core.compile_model(model, "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        self.requests: dict[int, object] = {}  # batch size -> infer request of a model compiled for it
         self.runtime = "openvino" if precision == "f32" else "openvino-bf16"
         super().__init__(path, props, batch.get_length() if batch.is_static else None)
+        if batch.is_static:
+            self._request(batch.get_length())
+
+    def _request(self, n: int):
+        """The infer request for batch ``n``. A dynamic-batch file is compiled once per batch size seen, at a
+        static shape: OpenVINO's kernels for dynamic shapes are markedly slower (V3† at 1 thread: ~1.5x)."""
+        if n not in self.requests:
+            model = self.model
+            if not model.inputs[0].get_partial_shape().is_static:
+                model = model.clone()
+                model.reshape([n, 3, *self.input_size])
+            self.requests[n] = self.core.compile_model(model, "CPU", self.config).create_infer_request()
+        return self.requests[n]
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        self.request.infer({0: batch})
-        return [self.request.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]
+        request = self._request(batch.shape[0])
+        request.infer({0: batch})
+        return [request.get_output_tensor(i).data.copy() for i in range(len(self.model.outputs))]
 
 
 def export_ir(onnx_path: Path, out_xml: Path, props: dict[str, str], calibration: list[np.ndarray] | None) -> None:
@@ -126,7 +145,7 @@ def export_ir_file(model, post, categories: list[dict], cfg, out: str | Path, *,
     with OnnxExporter(model, post, categories, cfg, dynamic_batch=dynamic_batch, source=source, out=out,
                       say=say) as exporter:  # fmt: skip
         onnx_fp32 = exporter.fp32()
-        props = read_props(_openvino().Core().read_model(str(onnx_fp32)), onnx_fp32)
+        props = file_props(onnx_fp32)
         fp32_xml = exporter.dir / "fp32.xml"
         export_ir(onnx_fp32, fp32_xml, props, None)
         fp32 = OpenVinoDetector(fp32_xml)

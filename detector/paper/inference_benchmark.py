@@ -25,10 +25,14 @@ from detector import build
 from detector.config import Config, LossConfig, PostprocessConfig
 from detector.data.image_io import preprocess
 from detector.data.synthetic import synthetic_frames
+from detector.deploy import runtimes
 from detector.deploy.fuse import fuse_for_inference
 from detector.deploy.onnx_runtime import OnnxDetector
+from detector.deploy.openvino_runtime import OpenVinoDetector, export_ir, file_props
 from detector.deploy.pipeline import OnnxExporter
+from detector.deploy.quantize import ImageCalibration, calibration_files
 from detector.deploy.torch_runtime import Detector
+from detector.evaluation.detector_accuracy import coco_accuracy
 from detector.paper import benchmark_report as paths
 from detector.paper.latency import (
     Timing,
@@ -69,13 +73,36 @@ def calibration_images(folder: Path, count: int) -> list[Path]:
     return files
 
 
+def openvino_files(exporter: OnnxExporter, fp32: Path, calibration: list[Path], folder: Path) -> dict[str, tuple]:
+    """{path: (file, precision)} of the OpenVINO paths (none without OpenVINO): our fp32 ONNX file at f32 and
+    bf16 (on CPUs with it), and OpenVINO's own int8 IR (NNCF) calibrated on ``calibration``."""
+    if not runtimes.installed("openvino"):
+        return {}
+    files = {paths.OV_FP32: (fp32, "f32")}
+    if runtimes.installed("openvino-bf16"):
+        files[paths.OV_BF16] = (fp32, "bf16")
+    reader = ImageCalibration(calibration, exporter.post.input_size, desc="NNCF calibration")
+    props = file_props(fp32) | {"detector.precision": "int8"}
+    export_ir(fp32, folder / "int8.xml", props, [d["images"] for d in iter(reader.get_next, None)])
+    files[paths.OV_INT8] = (folder / "int8.xml", "f32")
+    return files
+
+
+def accuracy(detectors: dict, accuracy_set: tuple[Path, Path]) -> dict[str, float]:
+    """{path: COCO AP (0-1)} of each detector on the labelled set (annotation JSON, image folder)."""
+    ann, images = accuracy_set
+    return {path: coco_accuracy(det, ann, images, desc=path)["AP"] for path, det in detectors.items()}
+
+
 def run_benchmark(weights: str | Path | None = None, threads: Sequence[int] = (1,), batches: Sequence[int] = (1,),
-                  repeats: int = 15, budget_s: float = 20.0, fresh_init: bool = False,
-                  quick: bool = False) -> tuple[list[Timing], str]:  # fmt: skip
-    """Time every path for each thread count and batch size; returns (timings, our model's name).
+                  repeats: int = 15, budget_s: float = 20.0, fresh_init: bool = False, quick: bool = False,
+                  val_data: Path | None = None) -> tuple[list[Timing], str, dict[str, float]]:  # fmt: skip
+    """Time every path for each thread count and batch size; returns (timings, our model's name, {path: AP}).
 
     ``quick`` uses fewer calibration images and one warm-up round; ``budget_s`` caps the seconds per
-    configuration (``latency.measure``).
+    configuration (``latency.measure``). ``val_data`` (a COCO-layout root: annotations/instances_val2017.json,
+    val2017/, train2017/) scores each of our runtimes on its validation set (AP, for the fastest-runtime
+    target), and int8 is then calibrated on 100 of its training images instead of synthetic frames.
     """
     torch.manual_seed(0)
     frames = synthetic_frames(max(batches))
@@ -96,11 +123,17 @@ def run_benchmark(weights: str | Path | None = None, threads: Sequence[int] = (1
         OnnxExporter(model, post, categories, cfg, dynamic_batch=True, source="benchmark", check=False) as exporter,
     ):
         log.info("exporting and quantising %s", name)
+        if val_data:
+            calibration = calibration_files(Path(val_data) / "train2017", 100)
+        else:
+            calibration = calibration_images(Path(tmp), 2 if quick else 16)
         files = {
             paths.ORT_FP32: exporter.fp32(),
             paths.ORT_FP32_NMS: exporter.fp32(nms=True),
-            paths.ORT_INT8: exporter.int8(calibration_images(Path(tmp), 2 if quick else 16)),
+            paths.ORT_INT8: exporter.int8(calibration),
         }
+        ov_files = openvino_files(exporter, files[paths.ORT_FP32], calibration, Path(tmp))
+        ap: dict[str, float] = {}
         for n_threads in threads:
             torch.set_num_threads(n_threads)
             cv2.setNumThreads(n_threads)
@@ -108,7 +141,12 @@ def run_benchmark(weights: str | Path | None = None, threads: Sequence[int] = (1
                 paths.OURS_TV_WEIGHTS: Detector(fuse_for_inference(tv_ours, True), tv_post, coco_categories()),
                 paths.OURS_EAGER: Detector(fuse_for_inference(model, True), post, categories),
                 **{path: OnnxDetector(file, threads=n_threads) for path, file in files.items()},
+                **{path: OpenVinoDetector(f, precision, n_threads) for path, (f, precision) in ov_files.items()},
             }
+            if val_data and not ap:  # accuracy does not depend on threads: once
+                data = Path(val_data)
+                scored = {p: d for p, d in detectors.items() if p in paths.RUNTIME_PATHS}
+                ap = accuracy(scored, (data / "annotations" / "instances_val2017.json", data / "val2017"))
             for batch in batches:
                 batch_frames = frames[:batch]
                 full, split = torchvision_calls(tv, batch_frames)
@@ -118,4 +156,4 @@ def run_benchmark(weights: str | Path | None = None, threads: Sequence[int] = (1
                 for path, ms in timed.items():
                     rows.append(Timing(path, n_threads, batch, rounds, ms))
                     log.info("threads %d batch %d %-33s e2e %.1f ms", n_threads, batch, path, ms["e2e"])
-    return rows, name
+    return rows, name, ap

@@ -61,3 +61,19 @@ def test_json_report_keys():
     first, eager = data["results"][0], data["results"][3]
     assert first["ratio_to_torchvision_e2e"] == 1.0 and first["e2e_ms"] == 100.0
     assert eager["path"] == report.OURS_EAGER and eager["post_ms"] == 2.0 and eager["ratio_to_torchvision_e2e"] == 0.28
+
+
+def test_fastest_runtime_is_the_quickest_admissible_one():
+    timed = rows() + [Timing(report.OV_BF16, 1, 1, 5, {"pre": 1.0, "model": 6.0, "post": 2.0, "e2e": 8.0}),
+                      Timing(report.OV_INT8, 1, 1, 5, {"pre": 1.0, "model": 4.0, "post": 2.0, "e2e": 7.0})]  # fmt: skip
+    fastest = report.fastest_runtime(timed)  # no AP measured: the quickest of all
+    assert fastest["backend"] == report.OV_INT8 and fastest["value"] == round(7 / 18, 3) and fastest["met"]
+    assert fastest["ap_loss"] is None
+    ap = {report.ORT_FP32: 0.40, report.OV_BF16: 0.398, report.OV_INT8: 0.37, report.ORT_INT8: 0.395}
+    fastest = report.fastest_runtime(timed, ap)  # int8 loses 3 AP points: bf16 is the fastest admissible
+    assert fastest["backend"] == report.OV_BF16 and fastest["ap_loss"] == 0.2 and fastest["value"] == 0.444
+    assert fastest["ap_losses"][report.OV_INT8] == 3.0
+    assert report.fastest_runtime([r for r in timed if r.path != report.ORT_FP32]) is None
+    text = targets_text(report.all_targets(timed, ap))
+    assert f"{report.FASTEST}" in text and "ours openvino bf16, AP loss against ORT fp32 0.20 AP points" in text
+    assert json_report(timed, "m", "w", 0.001, {}, ap=ap)["targets"][report.FASTEST]["backend"] == report.OV_BF16

@@ -133,3 +133,13 @@ def test_auto_on_a_checkpoint_lets_the_exported_runtimes_compete(files, tmp_path
     )
     assert set(measured[0]) == expected and detector.runtime in expected
     assert len(list((tmp_path / "cache" / "exports").glob("*.onnx"))) == 1
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime-int8", "openvino-int8"])
+def test_table6_latency_on_other_runtimes(runtime):
+    """tools/table6.py --latency --runtime: the row's model exported and timed in that runtime."""
+    from detector.config import ModelConfig
+    from detector.paper.runtime_latency import model_latency_ms
+
+    ms = model_latency_ms(ModelConfig(backbone="mobilenet_v3_small", image_size=(64, 64), num_classes=3), runtime, 2)
+    assert 0 < ms < 1000

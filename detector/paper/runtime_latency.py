@@ -1,0 +1,89 @@
+"""Table 6's latency column on any runtime: a row's model (random weights, BatchNorm statistics measured on
+synthetic frames as a trained network's are) exported as tools/export.py exports it, then the median model
+time of one (1, 3, 320, 320) batch at 1 thread. The paper measured its column on a phone with TF Lite (fp32
+and int8); here the same models can be timed in PyTorch eager, ONNX Runtime and OpenVINO, fp32, bf16 or int8.
+
+Runtimes (``RUNTIMES``): ``torch`` (eager forward, BatchNorm unfolded, as the paper's models are defined),
+``onnxruntime`` / ``onnxruntime-int8`` (our ONNX file, int8 QDQ calibrated on synthetic frames),
+``openvino`` / ``openvino-bf16`` (the fp32 ONNX file in OpenVINO) and ``openvino-int8`` (OpenVINO's own
+NNCF int8 IR); the last three need ``pip install '.[openvino]'``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from detector import build
+from detector.config import Config
+from detector.data.image_io import preprocess
+from detector.data.synthetic import synthetic_frames
+from detector.deploy.pipeline import OnnxExporter
+from detector.paper.complexity import latency_ms
+from detector.paper.latency import calibrate_batchnorm
+
+RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8")
+
+
+def _calibration_files(folder: Path, count: int = 16) -> list[Path]:
+    files = []
+    for i, frame in enumerate(synthetic_frames(count, seed=1)):
+        files.append(folder / f"calib{i}.png")
+        cv2.imwrite(str(files[-1]), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    return files
+
+
+def _median_ms(run, x: np.ndarray, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        run(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(x)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def model_latency_ms(model_cfg, runtime: str, repeats: int = 15) -> float:
+    """Median model milliseconds of the ``model_cfg`` model on ``runtime`` at 1 thread, batch 1."""
+    cfg = Config(model=model_cfg)
+    model = build.build_model(model_cfg).eval()
+    stats = synthetic_frames(4, seed=2)
+    calibrate_batchnorm(model, lambda: model(preprocess(stats, model.image_size)))
+    x = torch.rand(1, 3, *model_cfg.image_size)
+    if runtime == "torch":
+        with torch.inference_mode():
+            return latency_ms(model, x, repeats=repeats, threads=1)
+    post = build.build_postprocessor(cfg, model.anchors)
+    categories = [{"id": i + 1, "name": f"class{i + 1}"} for i in range(model_cfg.num_classes)]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with tempfile.TemporaryDirectory() as tmp, OnnxExporter(model, post, categories, cfg, check=False) as exporter:
+            if runtime == "onnxruntime-int8":
+                path = exporter.int8(_calibration_files(Path(tmp)))
+            else:
+                path = exporter.fp32()
+            if runtime.startswith("onnxruntime"):
+                from detector.deploy.onnx_runtime import OnnxDetector
+
+                detector = OnnxDetector(path, threads=1)
+            else:
+                from detector.deploy.openvino_runtime import OpenVinoDetector, export_ir, file_props
+                from detector.deploy.quantize import ImageCalibration
+
+                if runtime == "openvino-int8":
+                    reader = ImageCalibration(_calibration_files(Path(tmp)), model_cfg.image_size)
+                    batches = [d["images"] for d in iter(reader.get_next, None)]
+                    export_ir(path, Path(tmp) / "int8.xml", file_props(path), batches)
+                    path = Path(tmp) / "int8.xml"
+                detector = OpenVinoDetector(path, "bf16" if runtime == "openvino-bf16" else "f32", threads=1)
+            return _median_ms(detector.infer, x.numpy(), repeats)
+    finally:
+        torch.set_num_threads(previous)
