@@ -11,8 +11,10 @@ mantissa: boxes move by a fraction of a pixel on trained models; the export and 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -118,9 +120,11 @@ def export_ir(onnx_path: Path, out_xml: Path, props: dict[str, str], calibration
         except ImportError:
             raise UserError("OpenVINO int8 needs NNCF: pip install '.[openvino]'") from None
         logging.getLogger("nncf").setLevel(logging.WARNING)
-        # MIXED: symmetric weights, asymmetric activations (h-swish outputs are not centred on zero)
-        model = nncf.quantize(model, nncf.Dataset(calibration), preset=nncf.QuantizationPreset.MIXED,
-                              subset_size=len(calibration))  # fmt: skip
+        # MIXED: symmetric weights, asymmetric activations (h-swish outputs are not centred on zero). NNCF's
+        # progress bar goes to stdout; stderr keeps stdout for results (benchmark.py --json)
+        with contextlib.redirect_stdout(sys.stderr):
+            model = nncf.quantize(model, nncf.Dataset(calibration), preset=nncf.QuantizationPreset.MIXED,
+                                  subset_size=len(calibration))  # fmt: skip
     write_props(model, props)
     ov.save_model(model, str(out_xml), compress_to_fp16=False)
 

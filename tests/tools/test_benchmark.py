@@ -14,6 +14,7 @@ PATHS = [
     "ours onnxruntime fp32, NMS graph",
     "ours onnxruntime int8",
 ]
+OPENVINO_PATHS = ["ours openvino f32", "ours openvino bf16", "ours openvino int8 (NNCF)"]
 
 
 def test_quick_benchmark_json():
@@ -23,7 +24,10 @@ def test_quick_benchmark_json():
     assert report["score_thresh"] == 0.001 and report["frame"] == [480, 640] and report["model"].startswith("V3†")
     assert {"cpu_count", "load_average", "torch", "onnxruntime", "results", "targets", "weights"} <= set(report)
     rows = report["results"]
-    assert [r["path"] for r in rows] == PATHS
+    from detector.deploy import runtimes
+
+    openvino = [p for p in OPENVINO_PATHS if runtimes.installed("openvino-bf16") or "bf16" not in p]
+    assert [r["path"] for r in rows] == PATHS + (openvino if runtimes.installed("openvino") else [])
     for row in rows:
         assert (row["threads"], row["batch"]) == (1, 1) and row["repeats"] >= 3
         assert row["e2e_ms"] > 0 and row["ratio_to_torchvision_e2e"] > 0
@@ -39,6 +43,11 @@ def test_quick_benchmark_json():
         "eager_e2e_over_tv_e2e",
         "int8_model_over_fp32_model",
         "int8_e2e_over_fp32_e2e",
+        "fastest_e2e_over_ort_fp32_e2e",
     }
     assert all(isinstance(t["met"], bool) and t["value"] > 0 for t in report["targets"].values())
+    fastest = report["targets"]["fastest_e2e_over_ort_fp32_e2e"]
+    by_path = {r["path"]: r["e2e_ms"] for r in rows}
+    assert by_path[fastest["backend"]] == min(by_path[p] for p in by_path if p.startswith("ours ") and "tv" not in p)
+    assert fastest["ap_loss"] is None  # no --val-data
     assert "threads 1, batch 1" in result.stderr and "targets (1 thread, batch 1)" in result.stderr
