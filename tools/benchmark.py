@@ -59,6 +59,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--val-data", metavar="ROOT", help="COCO-layout root (annotations/instances_val2017.json, "
                         "val2017/, train2017/): the AP of each of our runtimes on it, and int8 calibrated on its "
                         "training images (e.g. runs/demo/data with --weights runs/demo/train/best.pt)")  # fmt: skip
+    parser.add_argument("--memory", action="store_true", help="also the resident memory of each runtime, each in "
+                        "a fresh process (Linux)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="1 thread, batch 1, 3 repeats (a smoke test)")
     parser.add_argument("--json", action="store_true", help="print JSON on stdout, the table on stderr")
     args = parser.parse_args()
@@ -87,17 +89,21 @@ def runtime_versions() -> dict[str, str]:
 def main() -> int:
     args = parse_args()
     cli.setup_logging()
-    rows, name, ap = run_benchmark(args.weights, args.thread_list, args.batch_list, args.repeats, args.budget,
-                                   args.fresh_init, args.quick, args.val_data)  # fmt: skip
-    found = all_targets(rows, ap)
+    a = args
+    rows, name, ap, resident = run_benchmark(a.weights, a.thread_list, a.batch_list, a.repeats, a.budget,
+                                             a.fresh_init, a.quick, a.val_data, a.memory)  # fmt: skip
+    found = all_targets(rows, ap, resident)
     label = name + (", weights as initialised" if args.fresh_init else "")
     text = timing_table(rows, label) + ("\n" + targets_text(found) if found else "")
     weights = "as initialised" if args.fresh_init else "BatchNorm statistics from synthetic frames"
     versions = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, **runtime_versions()}
-    report = json_report(rows, name, weights, SCORE_THRESH, versions, ap=ap)
+    report = json_report(rows, name, weights, SCORE_THRESH, versions, ap=ap, resident=resident)
     stream = sys.stderr if args.json else sys.stdout
     if ap:
         text += "\nAP on " + args.val_data + ": " + ", ".join(f"{path} {value:.4f}" for path, value in ap.items())
+    if resident:
+        text += "\nresident MB (VmRSS / peak): " + ", ".join(f"{p} {m['VmRSS']:.0f} / {m['VmHWM']:.0f}"
+                                                           for p, m in resident.items())  # fmt: skip
     print(text, file=stream)
     print(f"load average during the run: {report['load_average']}", file=stream)
     if args.json:

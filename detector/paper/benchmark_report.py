@@ -27,6 +27,8 @@ PATHS = (TV_E2E, TV_SPLIT, OURS_TV_WEIGHTS, OURS_EAGER, ORT_FP32, ORT_FP32_NMS, 
 RUNTIME_PATHS = (OURS_EAGER, ORT_FP32, ORT_FP32_NMS, ORT_INT8, OV_FP32, OV_BF16, OV_INT8)  # our model, any runtime
 FASTEST = "fastest_e2e_over_ort_fp32_e2e"
 FASTEST_GOAL, MAX_AP_LOSS = 0.5, 1.0  # end-to-end time ratio; AP points (0-100) lost against ONNX Runtime fp32
+MEMORY = "rss_over_ort_fp32_mb"
+MEMORY_GOAL_MB = 100.0  # a runtime's resident set at most ONNX Runtime fp32's + 100 MB
 
 
 @dataclass(frozen=True)
@@ -111,19 +113,22 @@ def timing_table(rows: list[Timing], name: str) -> str:
 
 def targets_text(found: dict[str, dict], targets: tuple[Target, ...] = TARGETS) -> str:
     """The targets block: value, goal with its direction, met or MISSED."""
-    direction = {t.name: t.direction for t in targets} | {FASTEST: "<="}
+    direction = {t.name: t.direction for t in targets} | {FASTEST: "<=", MEMORY: "<="}
     lines = [f"\ntargets ({TARGET_THREADS} thread, batch {TARGET_BATCH}):"]
     for key, t in found.items():
         line = f"  {key:30s} {t['value']:8.3f} (goal {direction[key]} {t['goal']}) {'met' if t['met'] else 'MISSED'}"
         if key == FASTEST:
             loss = "not measured (--val-data)" if t["ap_loss"] is None else f"{t['ap_loss']:.2f} AP points"
             line += f": {t['backend']}, AP loss against ORT fp32 {loss}"
+        if key == MEMORY:
+            line += f": the largest, {t['backend']}"
         lines.append(line)
     return "\n".join(lines)
 
 
 def json_report(rows: list[Timing], model: str, weights: str, score_thresh: float, versions: dict[str, str],
-                frame: tuple[int, int] = (480, 640), ap: dict[str, float] | None = None) -> dict:  # fmt: skip
+                frame: tuple[int, int] = (480, 640), ap: dict[str, float] | None = None,
+                resident: dict | None = None) -> dict:  # fmt: skip
     """Everything as JSON: the run's settings, the machine, ``versions`` ({"torch": ..., "onnxruntime": ...}),
     one record per timing (``<stage>_ms`` and ``ratio_to_torchvision_e2e``) and the targets."""
     return {
@@ -146,12 +151,24 @@ def json_report(rows: list[Timing], model: str, weights: str, score_thresh: floa
             for r in rows
         ],
         "accuracy_ap": ap or {},
-        "targets": all_targets(rows, ap),
+        "memory_mb": resident or {},
+        "targets": all_targets(rows, ap, resident),
     }
 
 
-def all_targets(rows: list[Timing], ap: dict[str, float] | None = None) -> dict[str, dict]:
-    """``evaluate_targets`` plus the ``FASTEST`` target."""
+def memory_target(resident: dict[str, dict[str, float]]) -> dict | None:
+    """The ``MEMORY`` target: the largest resident set (VmRSS) of our runtimes minus ONNX Runtime fp32's, MB."""
+    if ORT_FP32 not in resident:
+        return None
+    excess = {p: r["VmRSS"] - resident[ORT_FP32]["VmRSS"] for p, r in resident.items()}
+    worst = max(excess, key=excess.get)
+    value = round(excess[worst], 1)
+    return {"value": value, "goal": MEMORY_GOAL_MB, "met": value <= MEMORY_GOAL_MB, "backend": worst}
+
+
+def all_targets(rows: list[Timing], ap: dict[str, float] | None = None, resident: dict | None = None) -> dict:
+    """``evaluate_targets`` plus the ``FASTEST`` and (with ``resident``) ``MEMORY`` targets."""
     found = evaluate_targets(rows)
     fastest = fastest_runtime(rows, ap)
-    return found | ({FASTEST: fastest} if fastest else {})
+    memory = memory_target(resident) if resident else None
+    return found | ({FASTEST: fastest} if fastest else {}) | ({MEMORY: memory} if memory else {})

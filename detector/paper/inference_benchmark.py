@@ -21,8 +21,8 @@ import cv2
 import torch
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
-from detector import build
-from detector.config import Config, LossConfig, PostprocessConfig
+from detector import build, checkpoint
+from detector.config import Config, LossConfig, PostprocessConfig, to_dict
 from detector.data.image_io import preprocess
 from detector.data.synthetic import synthetic_frames
 from detector.deploy import runtimes
@@ -42,6 +42,7 @@ from detector.paper.latency import (
     torchvision_calls,
     torchvision_images,
 )
+from detector.paper.runtime_memory import resident_mb
 from detector.paper.table6 import REFERENCE_ROW, row_named
 from detector.weights.torchvision_ssdlite import TORCHVISION_CONFIG, coco_categories, convert_state_dict
 
@@ -96,8 +97,10 @@ def accuracy(detectors: dict, accuracy_set: tuple[Path, Path]) -> dict[str, floa
 
 def run_benchmark(weights: str | Path | None = None, threads: Sequence[int] = (1,), batches: Sequence[int] = (1,),
                   repeats: int = 15, budget_s: float = 20.0, fresh_init: bool = False, quick: bool = False,
-                  val_data: Path | None = None) -> tuple[list[Timing], str, dict[str, float]]:  # fmt: skip
-    """Time every path for each thread count and batch size; returns (timings, our model's name, {path: AP}).
+                  val_data: Path | None = None,
+                  memory: bool = False) -> tuple[list[Timing], str, dict[str, float], dict]:  # fmt: skip
+    """Time every path for each thread count and batch size; returns (timings, our model's name, {path: AP},
+    {path: resident MB} measured with ``memory``, each runtime in a fresh process: ``runtime_memory``).
 
     ``quick`` uses fewer calibration images and one warm-up round; ``budget_s`` caps the seconds per
     configuration (``latency.measure``). ``val_data`` (a COCO-layout root: annotations/instances_val2017.json,
@@ -156,4 +159,16 @@ def run_benchmark(weights: str | Path | None = None, threads: Sequence[int] = (1
                 for path, ms in timed.items():
                     rows.append(Timing(path, n_threads, batch, rounds, ms))
                     log.info("threads %d batch %d %-33s e2e %.1f ms", n_threads, batch, path, ms["e2e"])
-    return rows, name, ap
+        resident = resident_mb(memory_probes(model, cfg, categories, files, ov_files, Path(tmp))) if memory else {}
+    return rows, name, ap, resident
+
+
+def memory_probes(model, cfg, categories, files: dict, ov_files: dict, folder: Path) -> dict[str, tuple[Path, str]]:
+    """{path: (file, runtime)} of the runtimes whose memory is measured (the model saved as a checkpoint too)."""
+    ckpt = folder / "model.pt"
+    checkpoint.save(ckpt, {"model": model.state_dict(), "config": to_dict(cfg), "categories": categories})
+    probes = {paths.OURS_EAGER: (ckpt, "torch"), paths.ORT_FP32: (files[paths.ORT_FP32], "onnxruntime"),
+              paths.ORT_INT8: (files[paths.ORT_INT8], "onnxruntime")}  # fmt: skip
+    for path, (file, precision) in ov_files.items():
+        probes[path] = (file, "openvino-bf16" if precision == "bf16" else "openvino")
+    return probes

@@ -77,3 +77,14 @@ def test_fastest_runtime_is_the_quickest_admissible_one():
     text = targets_text(report.all_targets(timed, ap))
     assert f"{report.FASTEST}" in text and "ours openvino bf16, AP loss against ORT fp32 0.20 AP points" in text
     assert json_report(timed, "m", "w", 0.001, {}, ap=ap)["targets"][report.FASTEST]["backend"] == report.OV_BF16
+
+
+def test_memory_target_is_the_largest_excess_over_onnxruntime():
+    resident = {report.ORT_FP32: {"VmRSS": 800.0, "VmHWM": 810.0}, report.OV_BF16: {"VmRSS": 890.0, "VmHWM": 900.0},
+                report.OURS_EAGER: {"VmRSS": 780.0, "VmHWM": 790.0}}  # fmt: skip
+    target = report.memory_target(resident)
+    assert target == {"value": 90.0, "goal": 100.0, "met": True, "backend": report.OV_BF16}
+    resident[report.OV_INT8] = {"VmRSS": 950.0, "VmHWM": 960.0}
+    assert report.memory_target(resident)["met"] is False
+    assert report.memory_target({report.OV_BF16: {"VmRSS": 1.0}}) is None
+    assert report.MEMORY in report.all_targets(rows(), None, resident)
