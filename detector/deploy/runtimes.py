@@ -44,7 +44,7 @@ CHOICES = ("auto", *RUNTIMES)
 
 
 def file_kind(weights: str | Path) -> str:
-    """".onnx", ".xml" or "" (a checkpoint or a catalog name)."""
+    """The suffix that decides the runtimes: ".onnx", ".xml", or "" for a checkpoint or a catalog name."""
     suffix = Path(str(weights)).suffix.lower()
     return suffix if suffix in (".onnx", ".xml") else ""
 
