@@ -52,8 +52,13 @@ def evaluate_model(
 ) -> EvalResult:
     """Run ``model`` + ``post`` over ``dataset`` (a plain-resize ``CocoDetection``) and score it against the
     ground truth of the dataset's annotation file. ``categories`` are the model's, in label order."""
-    if [c["id"] for c in dataset.categories] != [c["id"] for c in categories]:
-        log.warning("the dataset's category ids differ from the checkpoint's; results use the checkpoint's")
+    ours = {c["id"]: c["name"].lower() for c in categories}
+    # a model may have more slots than the dataset has categories (COCO's 90 ids for its 80 categories)
+    differ = [c for c in dataset.categories if ours.get(c["id"]) != c["name"].lower()]
+    if differ:
+        c = differ[0]
+        log.warning("the dataset's categories differ from the checkpoint's (id %s is %r in the dataset, %r in the "
+                    "checkpoint); results use the checkpoint's ids", c["id"], c["name"], ours.get(c["id"]))  # fmt: skip
     loader = eval_loader(dataset, batch_size, workers)
     detections = predict_coco(model.to(device), post, loader, LabelMap(categories), device, progress)
     return EvalResult(detections, evaluate(load_coco(dataset.ann_file), detections))

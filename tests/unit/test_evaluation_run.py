@@ -61,7 +61,7 @@ def test_checkpoint_on_a_dataset(data, tmp_path, caplog):
     result.model = {"backbone": cfg.model.backbone}
     assert result.detections and {d["image_id"] for d in result.detections} <= {1, 2, 3}
     assert set(result.metrics) >= set(STAT_KEYS)
-    assert "category ids differ from the checkpoint's" in caplog.text  # the dataset has ids 3, 7, 11, 12, 20
+    assert "categories differ from the checkpoint's (id 3 is" in caplog.text  # the dataset has ids 3, 7, 11, 12, 20
     metrics = json.loads(write_results(result, tmp_path / "out")[0].read_text())
     assert metrics["model"]["backbone"] == "mobilenet_v3_small"
     with pytest.raises(UserError, match="no val data"):
