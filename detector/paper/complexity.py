@@ -38,6 +38,18 @@ def multiply_adds(model: nn.Module, inputs: torch.Tensor) -> int:
 
 
 @torch.no_grad()
+def median_call_ms(call, inputs, repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall time in milliseconds of ``call(inputs)`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        call(inputs)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call(inputs)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
 def latency_ms(
     model: nn.Module, inputs: torch.Tensor, repeats: int = 20, warmup: int = 3, threads: int | None = 1
 ) -> float:
@@ -46,14 +58,6 @@ def latency_ms(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        model.eval()
-        for _ in range(warmup):
-            model(inputs)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(inputs)
-            times.append((time.perf_counter() - start) * 1e3)
-        return statistics.median(times)
+        return median_call_ms(model.eval(), inputs, repeats, warmup)
     finally:
         torch.set_num_threads(previous)

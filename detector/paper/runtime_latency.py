@@ -11,13 +11,9 @@ NNCF int8 IR); the last three need ``pip install '.[openvino]'``.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 
 from detector import build
@@ -25,29 +21,11 @@ from detector.config import Config
 from detector.data.image_io import preprocess
 from detector.data.synthetic import synthetic_frames
 from detector.deploy.pipeline import OnnxExporter
-from detector.paper.complexity import latency_ms
+from detector.paper.complexity import latency_ms, median_call_ms
+from detector.paper.inference_benchmark import calibration_images
 from detector.paper.latency import calibrate_batchnorm
 
 RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8")
-
-
-def _calibration_files(folder: Path, count: int = 16) -> list[Path]:
-    files = []
-    for i, frame in enumerate(synthetic_frames(count, seed=1)):
-        files.append(folder / f"calib{i}.png")
-        cv2.imwrite(str(files[-1]), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    return files
-
-
-def _median_ms(run, x: np.ndarray, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        run(x)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run(x)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def model_latency_ms(model_cfg, runtime: str, repeats: int = 15) -> float:
@@ -67,7 +45,7 @@ def model_latency_ms(model_cfg, runtime: str, repeats: int = 15) -> float:
     try:
         with tempfile.TemporaryDirectory() as tmp, OnnxExporter(model, post, categories, cfg, check=False) as exporter:
             if runtime == "onnxruntime-int8":
-                path = exporter.int8(_calibration_files(Path(tmp)))
+                path = exporter.int8(calibration_images(Path(tmp), 16))
             else:
                 path = exporter.fp32()
             if runtime.startswith("onnxruntime"):
@@ -79,11 +57,11 @@ def model_latency_ms(model_cfg, runtime: str, repeats: int = 15) -> float:
                 from detector.deploy.quantize import ImageCalibration
 
                 if runtime == "openvino-int8":
-                    reader = ImageCalibration(_calibration_files(Path(tmp)), model_cfg.image_size)
+                    reader = ImageCalibration(calibration_images(Path(tmp), 16), model_cfg.image_size)
                     batches = [d["images"] for d in iter(reader.get_next, None)]
                     export_ir(path, Path(tmp) / "int8.xml", file_props(path), batches)
                     path = Path(tmp) / "int8.xml"
                 detector = OpenVinoDetector(path, "bf16" if runtime == "openvino-bf16" else "f32", threads=1)
-            return _median_ms(detector.infer, x.numpy(), repeats)
+            return median_call_ms(detector.infer, x.numpy(), repeats)
     finally:
         torch.set_num_threads(previous)
