@@ -6,13 +6,28 @@ frame in progress, then the outputs are finalised (the .mp4 renamed into place, 
 second Ctrl-C stops at once. It returns the report lines (the summary, then what was written) and the exit
 status: 0 at the end of the source or on q / Esc, 128 + the signal number after a signal (130, 143).
 Signal handlers can only be installed from the main thread, so call it there.
+
+The three stages overlap, so a run goes at about the rate of its slowest stage instead of the sum of them:
+
+- a reader thread decodes the frames of files (videos, images) into a queue of ``READ_QUEUE`` frames;
+- the model runs in the calling (main) thread - PyTorch and ONNX Runtime release the GIL while they compute;
+- a writer thread draws, encodes the video and writes the JSON lines from a queue of ``WRITE_QUEUE`` frames.
+
+Both queues are bounded, so memory stays flat on long videos. Cameras and streams are read in the main loop
+(``LiveSource`` decodes on its own thread already), and with ``show`` the writing stays in the main thread
+(HighGUI windows must be driven from it on macOS). Every frame that was detected is written before the
+outputs are closed - at the end, on q, on Ctrl-C and on errors - and an error in the reader or the writer is
+raised again in the caller as the same exception.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,11 +36,15 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from detector.app.frame_detector import FrameDetector
 from detector.app.outputs import Outputs
-from detector.app.sources import LiveSource
+from detector.app.sources import Frame, LiveSource
 from detector.deploy.torch_runtime import StageTimes
 from detector.errors import UserError
 
 log = logging.getLogger(__name__)
+
+READ_QUEUE = 4  # decoded frames waiting for the model: enough to absorb decode jitter (keyframes), little memory
+WRITE_QUEUE = 4  # detected frames waiting to be drawn and written
+_END = object()  # the last item of a queue
 
 
 @dataclass
@@ -40,11 +59,13 @@ class DetectionRun:
 
 
 def summary(frames: int, elapsed: float, read_ms: float, times: StageTimes, source, stopped: str) -> str:
-    """The one-line summary: frames, seconds, mean FPS, milliseconds per frame of each stage, skips and drops."""
+    """The one-line summary: frames, seconds, mean FPS, milliseconds per frame of each stage, skips and drops,
+    and the model rate (1 / (model + post-process)) with the share of it the whole run reached."""
     per = times.per_frame()
     n = max(frames, 1)
+    fps = frames / max(elapsed, 1e-9)
     text = (
-        f"{frames} frames in {elapsed:.1f} s, mean {frames / max(elapsed, 1e-9):.1f} FPS; ms per frame: "
+        f"{frames} frames in {elapsed:.1f} s, mean {fps:.1f} FPS; ms per frame: "
         f"read {read_ms / n:.1f}, pre-process {per['preprocess']:.1f}, model {per['model']:.1f}, "
         f"post-process {per['postprocess']:.1f}, draw/write {per.get('draw_write', 0.0):.1f}"
     )
@@ -52,7 +73,132 @@ def summary(frames: int, elapsed: float, read_ms: float, times: StageTimes, sour
         text += f"; skipped {source.skipped} unreadable images"
     if source.dropped:
         text += f"; dropped {source.dropped} stale frames"
+    model_ms = per["model"] + per["postprocess"]
+    if frames and model_ms > 0:
+        rate = 1e3 / model_ms
+        text += f"; model rate {rate:.1f} FPS (1 / (model + post-process)), pipeline at {fps / rate:.2f} of it"
     return text + (f" ({stopped})" if stopped else "")
+
+
+class DirectFeed:
+    """Frames read in the caller's thread: ``get()`` -> (frame, read milliseconds), or None at the end."""
+
+    def __init__(self, frames: Iterator[Frame]) -> None:
+        self.frames = frames
+
+    def get(self) -> tuple[Frame, float] | None:
+        t0 = time.perf_counter()
+        frame = next(self.frames, None)
+        return None if frame is None else (frame, (time.perf_counter() - t0) * 1e3)
+
+    def close(self) -> None:
+        pass
+
+
+class ReaderFeed:
+    """Frames read ahead by a thread into a queue of ``size``: ``get()`` -> (frame, read milliseconds), or None
+    at the end; an exception of the iterator is raised by ``get()``. ``close()`` stops and joins the thread."""
+
+    def __init__(self, frames: Iterator[Frame], size: int = READ_QUEUE) -> None:
+        self.frames = frames
+        self.queue: queue.Queue = queue.Queue(maxsize=size)
+        self.error: BaseException | None = None
+        self.ended = False  # the sentinel was taken
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="frame-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                frame = next(self.frames, None)
+                if frame is None:
+                    break
+                self.queue.put((frame, (time.perf_counter() - t0) * 1e3))
+        except BaseException as exc:  # handed to the main thread, which raises it
+            self.error = exc
+        finally:
+            try:
+                close = getattr(self.frames, "close", None)
+                if close is not None:  # end a generator stopped early here, before the source's capture is released
+                    close()
+            finally:
+                self.queue.put(_END)  # close() drains the queue, so this cannot block for ever
+
+    def get(self) -> tuple[Frame, float] | None:
+        item = self.queue.get()
+        if item is not _END:
+            return item
+        self.ended = True
+        if self.error is not None:
+            raise self.error
+        return None
+
+    def close(self) -> None:
+        """Stop reading and wait for the thread: frames still queued are dropped (they were never detected)."""
+        self._stop.set()
+        while not self.ended:  # make room so a reader blocked on a full queue reaches its sentinel
+            self.ended = self.queue.get() is _END
+        self._thread.join()
+
+
+class InlineSink:
+    """``outputs.write`` in the caller's thread (needed for the --show window); ``write`` -> False on q / Esc."""
+
+    error = None  # an error of write() is raised in the caller directly
+
+    def __init__(self, outputs: Outputs) -> None:
+        self.outputs = outputs
+        self.ms = 0.0  # milliseconds spent drawing and writing
+
+    def write(self, frame: Frame, det: dict, fps: float) -> bool:
+        t0 = time.perf_counter()
+        try:
+            return self.outputs.write(frame, det, fps)
+        finally:
+            self.ms += (time.perf_counter() - t0) * 1e3
+
+    def finish(self) -> None:
+        pass
+
+
+class WriterSink:
+    """``outputs.write`` on a thread fed by a queue of ``size``. ``write`` queues a frame (always True: no window
+    here) and raises an earlier error of the thread; ``finish()`` writes what is queued, then joins the thread."""
+
+    def __init__(self, outputs: Outputs, size: int = WRITE_QUEUE) -> None:
+        self.outputs = outputs
+        self.ms = 0.0  # milliseconds spent drawing and writing, read after finish()
+        self.error: BaseException | None = None
+        self.queue: queue.Queue = queue.Queue(maxsize=size)
+        self._finished = False
+        self._thread = threading.Thread(target=self._run, name="frame-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not _END:
+            if self.error is not None:
+                continue  # after a failure only drain, so the main thread never blocks on a full queue
+            t0 = time.perf_counter()
+            try:
+                self.outputs.write(*item)
+            except BaseException as exc:  # handed to the main thread, which raises it
+                self.error = exc
+            self.ms += (time.perf_counter() - t0) * 1e3
+
+    def write(self, frame: Frame, det: dict, fps: float) -> bool:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((frame, det, fps))
+        return True
+
+    def finish(self) -> None:
+        """Write every queued frame and end the thread (idempotent); the caller then checks ``error``."""
+        if not self._finished:
+            self._finished = True
+            self.queue.put(_END)
+            self._thread.join()
 
 
 def run_detection(
@@ -78,7 +224,7 @@ def run_detection(
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    outputs, frames, read_ms, fps = None, 0, 0.0, 0.0
+    outputs, feed, sink, frames, read_ms, fps = None, None, None, 0, 0.0, 0.0
     start = time.perf_counter()
     try:
         outputs = Outputs(source, output_dir, save_json, show)
@@ -86,26 +232,38 @@ def run_detection(
         bar = tqdm(total=source.total, unit="frame", desc=desc, disable=source.live or not progress)
         if source.live:
             log.info("reading %s; press Ctrl-C%s to stop", source.spec, " or q in the window" if show else "")
-        frames_iter = iter(source)
+        # A live source keeps only its newest frame on its own thread; a queue after it would hold a frame while
+        # the model works on the previous one, so each detection would lag by one more model time. Taking the
+        # frame when the model is free gives the freshest one, and all that is left to do here is a cheap copy.
+        feed = DirectFeed(iter(source)) if source.live else ReaderFeed(iter(source))
+        sink = InlineSink(outputs) if show else WriterSink(outputs)
+        last = time.perf_counter()
         with bar, logging_redirect_tqdm():
             while not stopped:
-                t0 = time.perf_counter()
-                frame = next(frames_iter, None)
-                t1 = time.perf_counter()
-                if frame is None:
+                item = feed.get()
+                if item is None:
                     break
+                frame, ms = item
                 det = detector(frame.image)
-                t2 = time.perf_counter()
-                fps = 0.9 * fps + 0.1 * 1.0 / max(t2 - t0, 1e-6) if frames else 1.0 / max(t2 - t0, 1e-6)
-                if not outputs.write(frame, det, fps):
+                done = time.perf_counter()
+                rate = 1.0 / max(done - last, 1e-6)  # the output rate: between consecutive detections finishing
+                fps, last = (0.9 * fps + 0.1 * rate if frames else rate), done
+                if not sink.write(frame, det, fps):
                     stopped = "quit"
-                detector.times.add("draw_write", (time.perf_counter() - t2) * 1e3)
-                read_ms += (t1 - t0) * 1e3
+                read_ms += ms
                 frames += 1
                 bar.update(1)
+        sink.finish()
+        if sink.error is not None:
+            raise sink.error
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if feed is not None:
+            feed.close()
+        if sink is not None:
+            sink.finish()  # every detected frame is written before the outputs are finalised
+            detector.times.add("draw_write", sink.ms)
         written = outputs.close() if outputs is not None else []
         source.close()
     elapsed = time.perf_counter() - start

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 
 import cv2
@@ -45,6 +46,9 @@ def test_tiny_checkpoint_over_an_image_folder(tmp_path, folder, one_thread):
     run = run_detection(FrameDetector(backend, conf=0.0), open_source(str(folder)), out, lines, progress=False)
     assert (run.frames, run.exit_code, run.stopped) == (3, 0, "")
     assert run.lines[0].startswith("3 frames in ") and "skipped 1 unreadable images" in run.lines[0]
+    assert re.search(
+        r"; model rate [\d.]+ FPS \(1 / \(model \+ post-process\)\), pipeline at [\d.]+ of it$", run.lines[0]
+    )
     assert run.lines[1:] == [f"wrote {lines}", f"wrote 3 annotated images to {out}"]
     records = [json.loads(line) for line in lines.read_text().splitlines()]
     assert sorted((r["width"], r["height"]) for r in records) == [(30, 90), (40, 40), (64, 48)]
