@@ -54,7 +54,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="CPU threads for the model (default: all cores)")
     parser.add_argument("--runtime", choices=CHOICES, help="inference engine; auto measures the installed ones "
                         "on this CPU once and keeps the fastest (default: torch for checkpoints, onnxruntime for "
-                        ".onnx, openvino for .xml)")  # fmt: skip
+                        ".onnx, openvino for .xml, executorch for .pte)")  # fmt: skip
     parser.add_argument("--show", action="store_true", help="live window; q or Esc quits")
     parser.add_argument("--exif", action="store_true", help="turn still images by their EXIF orientation "
                         "(default: as stored, as datasets and training take them)")  # fmt: skip

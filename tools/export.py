@@ -1,6 +1,6 @@
-"""Export a checkpoint to ONNX (raw outputs or with NMS in the graph, fp32 or int8), OpenVINO IR or TorchScript.
+"""Export a checkpoint to ONNX (raw or with NMS in the graph, fp32 or int8), OpenVINO, ExecuTorch or TorchScript.
 
-    python tools/export.py --weights CKPT [--format onnx|openvino|torchscript] [--nms] [--dynamic-batch] [--out FILE]
+    python tools/export.py --weights CKPT [--format onnx|openvino|executorch|torchscript] [--nms] [--out FILE]
     python tools/export.py --weights CKPT --int8 --calib DIR [--val-json ANN.json --val-images DIR]
     python tools/export.py --weights CKPT --format openvino [--int8 --calib DIR] [--val-json ... --val-images ...]
 
@@ -12,8 +12,9 @@ activations) with min/max ranges calibrated on images of DIR; with --val-json/--
 and AP50 of fp32 and int8 on that labelled set, and fails when int8 loses more than --max-ap-loss AP points.
 --format openvino writes an OpenVINO IR (FILE.xml + FILE.bin, '.[openvino]'), checked in OpenVINO at f32 as
 ONNX is; its --int8 is OpenVINO's own (NNCF) quantisation; --val-json then scores fp32, bf16 (on CPUs with
-it) and int8 alike. The files carry input size, score function, post-processing settings and categories in
-their metadata: tools/detect.py --weights FILE.onnx (or FILE.xml) needs nothing else.
+it) and int8 alike. --format executorch writes an ExecuTorch program (FILE.pte, XNNPACK delegate,
+'.[executorch]'), fp32 or PT2E int8, checked the same way. The files carry input size, score function,
+post-processing settings and categories: tools/detect.py --weights FILE.onnx (.xml, .pte) needs nothing else.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--weights", required=True, help=f"checkpoint (.pt) to export, or a name: {', '.join(catalog.detector_names())}"
     )
-    parser.add_argument("--format", choices=("onnx", "openvino", "torchscript"), default="onnx")
+    parser.add_argument("--format", choices=("onnx", "openvino", "executorch", "torchscript"), default="onnx")
     parser.add_argument("--nms", action="store_true", help="post-processing (per-class NMS) inside the ONNX graph")
     parser.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: batch 1)")
     parser.add_argument("--int8", action="store_true", help="post-training int8 quantisation (needs --calib)")
@@ -47,8 +48,8 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.format == "torchscript" and (args.nms or args.int8):
         parser.error("--nms and --int8 apply to --format onnx and openvino")
-    if args.format == "openvino" and args.nms:
-        parser.error("--nms applies to --format onnx (OpenVINO IRs hold the raw outputs)")
+    if args.format in ("openvino", "executorch") and (args.nms or args.dynamic_batch and args.format == "executorch"):
+        parser.error(f"--nms{' and --dynamic-batch' if args.format == 'executorch' else ''} apply to --format onnx")
     if args.int8 and not args.calib:
         parser.error("--int8 needs --calib DIR (images to calibrate the activation ranges on)")
     if bool(args.val_json) != bool(args.val_images):
@@ -70,6 +71,11 @@ def main() -> int:
     accuracy_set = (args.val_json, args.val_images) if args.val_json else None
     if args.format == "torchscript":
         report = export_torchscript_file(model, post, categories, cfg, out, source=source, say=print)
+    elif args.format == "executorch":
+        from detector.deploy.executorch_runtime import export_pte_file
+
+        report = export_pte_file(model, post, categories, cfg, out, int8_calibration_files=calib, source=source,
+                                 accuracy_set=accuracy_set, max_ap_loss=args.max_ap_loss, say=print)  # fmt: skip
     elif args.format == "openvino":
         from detector.deploy.openvino_runtime import export_ir_file
 

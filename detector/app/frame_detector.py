@@ -24,9 +24,10 @@ from detector.errors import UserError
 
 def open_detector(weights: str | Path, device: str = "cpu", half: bool = False, threads: int | None = None,
                   runtime: str | None = None):  # fmt: skip
-    """A detector for ``weights`` (a checkpoint, a name of the weights catalog, an ``.onnx`` file or an OpenVINO
-    ``.xml``) on ``runtime`` (``detector.deploy.runtimes``; ``auto`` measures the installed ones and keeps the
-    fastest; None: torch for checkpoints, onnxruntime for .onnx, openvino for .xml). All have the same call.
+    """A detector for ``weights`` (a checkpoint, a name of the weights catalog, an ``.onnx`` file, an OpenVINO
+    ``.xml`` or an ExecuTorch ``.pte``) on ``runtime`` (``detector.deploy.runtimes``; ``auto`` measures the
+    installed ones and keeps the fastest; None: torch for checkpoints, onnxruntime for .onnx, openvino for .xml,
+    executorch for .pte). All have the same call.
 
     ``threads`` sets PyTorch's CPU threads and the runtime's; ``half`` is float16, checkpoints on a GPU only.
     """
@@ -37,7 +38,7 @@ def open_detector(weights: str | Path, device: str = "cpu", half: bool = False, 
             raise UserError("--runtime auto measures the CPU runtimes; with --device other than cpu, name one")
         runtime, weights = choose(weights, threads)
     elif runtime is None:
-        runtime = {".onnx": "onnxruntime", ".xml": "openvino"}.get(file_kind(weights), "torch")
+        runtime = {".onnx": "onnxruntime", ".xml": "openvino", ".pte": "executorch"}.get(file_kind(weights), "torch")
     return open_runtime(runtime, weights, device, half, threads)
 
 

@@ -140,7 +140,7 @@ def export_ir_file(model, post, categories: list[dict], cfg, out: str | Path, *,
     when a check fails. Returns the ``ExportReport``."""
     import shutil
 
-    from detector.deploy.parity import int8_drift, raw_parity
+    from detector.deploy.parity import drift_line, int8_drift, raw_parity
     from detector.deploy.pipeline import OnnxExporter, check_accuracy, check_parity
     from detector.deploy.quantize import ImageCalibration
     from detector.evaluation.detector_accuracy import coco_accuracy
@@ -168,9 +168,7 @@ def export_ir_file(model, post, categories: list[dict], cfg, out: str | Path, *,
             files = {"fp32": (fp32_xml, "f32"), "int8": (final, "f32")}
             report.precision = "int8"
             drift = report.int8_drift = int8_drift(fp32.infer, OpenVinoDetector(final).infer, batches[:8])
-            say(f"int8 vs fp32 raw outputs on {min(8, len(batches))} calibration images: boxes max "
-                f"{drift['box_max']:.3f} px (mean {drift['box_mean']:.4f}), scores max "
-                f"{drift['score_max']:.4f}")  # fmt: skip
+            say(drift_line(drift, len(batches[:8])))
         if accuracy_set:
             ann, images = accuracy_set
             for name, (path, precision) in files.items():

@@ -125,3 +125,11 @@ def int8_drift(run_fp32: Callable, run_int8: Callable, inputs: list[np.ndarray])
         "score_max": float(score_all.max()),
         "score_mean": float(score_all.mean()),
     }
+
+
+def drift_line(drift: dict[str, float], images: int) -> str:
+    """The report line of an ``int8_drift`` result over ``images`` calibration images."""
+    return (
+        f"int8 vs fp32 raw outputs on {images} calibration images: boxes max {drift['box_max']:.3f} px "
+        f"(mean {drift['box_mean']:.4f}), scores max {drift['score_max']:.4f} (mean {drift['score_mean']:.5f})"
+    )

@@ -29,7 +29,7 @@ import torch
 from detector.config import Config
 from detector.deploy.onnx_export import RawOutputs, append_nms, export_raw, metadata, save
 from detector.deploy.onnx_runtime import OnnxDetector, session
-from detector.deploy.parity import Parity, int8_drift, nms_parity, raw_parity, sample_inputs
+from detector.deploy.parity import Parity, drift_line, int8_drift, nms_parity, raw_parity, sample_inputs
 from detector.deploy.quantize import ImageCalibration, quantize_raw
 from detector.deploy.torchscript import export_torchscript, load_torchscript
 from detector.errors import UserError
@@ -45,7 +45,7 @@ class ExportReport:
     """What an export wrote and the checks it passed (None where a check did not run)."""
 
     path: Path
-    format: str  # onnx | openvino | torchscript
+    format: str  # onnx | openvino | executorch | torchscript
     outputs: str = "raw"  # raw | nms
     precision: str = "fp32"  # fp32 | int8
     dynamic_batch: bool = False
@@ -59,22 +59,23 @@ class ExportReport:
         """The final ``wrote ...`` line."""
         if self.format == "torchscript":
             return f"wrote {self.path} (TorchScript, raw outputs)"
-        if self.format == "openvino":
-            size = (self.path.stat().st_size + self.path.with_suffix(".bin").stat().st_size) / 1e6
-            batch = "dynamic" if self.dynamic_batch else 1
-            return f"wrote {self.path} + .bin (OpenVINO IR, raw, {self.precision}, batch {batch}, {size:.1f} MB)"
         batch = "dynamic" if self.dynamic_batch else 1
         size = self.path.stat().st_size / 1e6
+        if self.format == "executorch":
+            return f"wrote {self.path} (ExecuTorch XNNPACK, raw, {self.precision}, batch 1, {size:.1f} MB)"
+        if self.format == "openvino":
+            size += self.path.with_suffix(".bin").stat().st_size / 1e6
+            return f"wrote {self.path} + .bin (OpenVINO IR, raw, {self.precision}, batch {batch}, {size:.1f} MB)"
         return f"wrote {self.path} ({self.outputs} outputs, {self.precision}, batch {batch}, {size:.1f} MB)"
 
 
 def default_output_path(weights: str | Path, fmt: str = "onnx", nms: bool = False, int8: bool = False) -> Path:
     """Next to the checkpoint: CKPT.torchscript.pt, CKPT.onnx, CKPT.nms.onnx, CKPT.int8.onnx, CKPT.nms.int8.onnx,
-    CKPT.xml, CKPT.int8.xml (OpenVINO)."""
+    CKPT.xml, CKPT.int8.xml (OpenVINO), CKPT.pte, CKPT.int8.pte (ExecuTorch)."""
     weights = Path(weights)
     if fmt == "torchscript":
         return weights.with_suffix(".torchscript.pt")
-    suffix = ".xml" if fmt == "openvino" else ".onnx"
+    suffix = {"openvino": ".xml", "executorch": ".pte"}.get(fmt, ".onnx")
     return weights.with_suffix((".nms" if nms else "") + (".int8" if int8 else "") + suffix)
 
 
@@ -179,10 +180,7 @@ class OnnxExporter:
         reader = ImageCalibration(calibration_files[:8], size, desc="int8 check")
         images = [d["images"] for d in iter(reader.get_next, None)]
         drift = self.report.int8_drift = int8_drift(_runner(self.fp32_raw), _runner(int8_raw), images)
-        self.say(
-            f"int8 vs fp32 raw outputs on {len(images)} calibration images: boxes max {drift['box_max']:.3f} px "
-            f"(mean {drift['box_mean']:.4f}), scores max {drift['score_max']:.4f} (mean {drift['score_mean']:.5f})"
-        )
+        self.say(drift_line(drift, len(images)))
         if nms:  # int8 scores tie often; NMS may then keep another of the equal-scored boxes: report only
             parity = nms_parity(_runner(session(path)), _runner(int8_raw), self.post, images[:2])
             self.report.int8_nms_parity = parity

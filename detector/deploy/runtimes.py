@@ -7,6 +7,7 @@ Every runtime gives the same detector interface (``detector(frames)`` -> result 
     onnxruntime     our .onnx files (fp32, int8), ONNX Runtime ('.[export]')
     openvino        our .onnx files and OpenVINO IRs (.xml, fp32 or NNCF int8), fp32 arithmetic ('.[openvino]')
     openvino-bf16   the same in bf16 arithmetic, on CPUs with AVX-512 BF16 or AMX
+    executorch      our .pte files (fp32, int8), ExecuTorch with the XNNPACK delegate ('.[executorch]')
 
 ``auto`` (``detector.deploy.runtime_choice``) measures the installed ones and keeps the fastest.
 """
@@ -38,15 +39,16 @@ RUNTIMES = {
         Runtime("onnxruntime", "onnxruntime", "export", (".onnx",)),
         Runtime("openvino", "openvino", "openvino", (".onnx", ".xml")),
         Runtime("openvino-bf16", "openvino", "openvino", (".onnx", ".xml")),
+        Runtime("executorch", "executorch", "executorch", (".pte",)),
     )
 }
 CHOICES = ("auto", *RUNTIMES)
 
 
 def file_kind(weights: str | Path) -> str:
-    """The suffix that decides the runtimes: ".onnx", ".xml", or "" for a checkpoint or a catalog name."""
+    """The suffix that decides the runtimes: ".onnx", ".xml", ".pte", or "" for a checkpoint or a catalog name."""
     suffix = Path(str(weights)).suffix.lower()
-    return suffix if suffix in (".onnx", ".xml") else ""
+    return suffix if suffix in (".onnx", ".xml", ".pte") else ""
 
 
 def installed(name: str) -> bool:
@@ -85,6 +87,10 @@ def open_runtime(name: str, weights: str | Path, device: str = "cpu", half: bool
         from detector.deploy.onnx_runtime import OnnxDetector
 
         return OnnxDetector(weights, device, threads)
+    if name == "executorch":
+        from detector.deploy.executorch_runtime import ExecuTorchDetector
+
+        return ExecuTorchDetector(weights, threads)
     if name.startswith("openvino"):
         from detector.deploy.openvino_runtime import OpenVinoDetector
 

@@ -6,7 +6,8 @@ and int8); here the same models can be timed in PyTorch eager, ONNX Runtime and 
 Runtimes (``RUNTIMES``): ``torch`` (eager forward, BatchNorm unfolded, as the paper's models are defined),
 ``onnxruntime`` / ``onnxruntime-int8`` (our ONNX file, int8 QDQ calibrated on synthetic frames),
 ``openvino`` / ``openvino-bf16`` (the fp32 ONNX file in OpenVINO) and ``openvino-int8`` (OpenVINO's own
-NNCF int8 IR); the last three need ``pip install '.[openvino]'``.
+NNCF int8 IR; these three need ``pip install '.[openvino]'``), ``executorch`` / ``executorch-int8`` (a .pte on
+XNNPACK, fp32 or PT2E int8; ``pip install '.[executorch]'``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from detector.paper.complexity import latency_ms, median_call_ms
 from detector.paper.inference_benchmark import calibration_images
 from detector.paper.latency import calibrate_batchnorm
 
-RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8")
+RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8", "executorch",
+            "executorch-int8")  # fmt: skip
 
 
 def model_latency_ms(model_cfg, runtime: str, repeats: int = 15) -> float:
@@ -48,7 +50,14 @@ def model_latency_ms(model_cfg, runtime: str, repeats: int = 15) -> float:
                 path = exporter.int8(calibration_images(Path(tmp), 16))
             else:
                 path = exporter.fp32()
-            if runtime.startswith("onnxruntime"):
+            if runtime.startswith("executorch"):
+                from detector.deploy.executorch_runtime import ExecuTorchDetector, export_pte_file
+
+                calib = calibration_images(Path(tmp), 16) if runtime == "executorch-int8" else None
+                path = Path(tmp) / "model.pte"
+                export_pte_file(model, post, categories, cfg, path, int8_calibration_files=calib, say=lambda _: None)
+                detector = ExecuTorchDetector(path, threads=1)
+            elif runtime.startswith("onnxruntime"):
                 from detector.deploy.onnx_runtime import OnnxDetector
 
                 detector = OnnxDetector(path, threads=1)
