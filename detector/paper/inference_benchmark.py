@@ -89,6 +89,20 @@ def openvino_files(exporter: OnnxExporter, fp32: Path, calibration: list[Path], 
     return files
 
 
+def executorch_files(model, post, categories, cfg, calibration: list[Path], folder: Path) -> dict[str, Path]:
+    """{path: .pte} of the ExecuTorch XNNPACK paths, fp32 and PT2E int8 (none without '.[executorch]')."""
+    if not runtimes.installed("executorch"):
+        return {}
+    from detector.deploy.executorch_runtime import export_pte_file
+
+    files = {paths.ET_FP32: folder / "fp32.pte", paths.ET_INT8: folder / "int8.pte"}
+    log.info("lowering to ExecuTorch XNNPACK, fp32 and int8 (a minute or more)")
+    export_pte_file(model, post, categories, cfg, files[paths.ET_FP32], say=log.debug)
+    export_pte_file(model, post, categories, cfg, files[paths.ET_INT8], int8_calibration_files=calibration,
+                    say=log.debug)  # fmt: skip
+    return files
+
+
 def accuracy(detectors: dict, accuracy_set: tuple[Path, Path]) -> dict[str, float]:
     """{path: COCO AP (0-1)} of each detector on the labelled set (annotation JSON, image folder)."""
     ann, images = accuracy_set
@@ -136,6 +150,7 @@ def run_benchmark(weights: str | Path | None = None, threads: Sequence[int] = (1
             paths.ORT_INT8: exporter.int8(calibration),
         }
         ov_files = openvino_files(exporter, files[paths.ORT_FP32], calibration, Path(tmp))
+        et_files = executorch_files(model, post, categories, cfg, calibration, Path(tmp))
         ap: dict[str, float] = {}
         for n_threads in threads:
             torch.set_num_threads(n_threads)
@@ -145,6 +160,7 @@ def run_benchmark(weights: str | Path | None = None, threads: Sequence[int] = (1
                 paths.OURS_EAGER: Detector(fuse_for_inference(model, True), post, categories),
                 **{path: OnnxDetector(file, threads=n_threads) for path, file in files.items()},
                 **{path: OpenVinoDetector(f, precision, n_threads) for path, (f, precision) in ov_files.items()},
+                **{path: runtimes.open_runtime("executorch", f, threads=n_threads) for path, f in et_files.items()},
             }
             if val_data and not ap:  # accuracy does not depend on threads: once
                 data = Path(val_data)
@@ -159,7 +175,10 @@ def run_benchmark(weights: str | Path | None = None, threads: Sequence[int] = (1
                 for path, ms in timed.items():
                     rows.append(Timing(path, n_threads, batch, rounds, ms))
                     log.info("threads %d batch %d %-33s e2e %.1f ms", n_threads, batch, path, ms["e2e"])
-        resident = resident_mb(memory_probes(model, cfg, categories, files, ov_files, Path(tmp))) if memory else {}
+        resident = {}
+        if memory:
+            probes = memory_probes(model, cfg, categories, files, ov_files, Path(tmp))
+            resident = resident_mb(probes | {path: (f, "executorch") for path, f in et_files.items()})
     return rows, name, ap, resident
 
 
