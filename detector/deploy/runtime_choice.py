@@ -118,8 +118,11 @@ def choose(weights: str | Path, threads: int | None = None) -> tuple[str, Path |
     log.info("--runtime auto: %s is the fastest here (ms per 640x480 frame: %s)", best, table)
     cache[key] = {"runtime": best, "file": str(options[best]), "ms": medians[best], "all_ms": medians,
                   "measured": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
-    store.parent.mkdir(parents=True, exist_ok=True)
-    tmp = store.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cache, indent=1))
-    tmp.replace(store)
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = store.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cache, indent=1))
+        tmp.replace(store)  # atomic: a concurrent reader sees the old file or the new one
+    except OSError as exc:
+        log.warning("--runtime auto: cannot cache the choice in %s (%s); it will be measured again", store, exc)
     return best, options[best]
