@@ -11,8 +11,8 @@ exit status 2, no file written. --int8 quantises statically (QDQ, per-channel in
 activations) with min/max ranges calibrated on images of DIR; with --val-json/--val-images it prints COCO AP
 and AP50 of fp32 and int8 on that labelled set, and fails when int8 loses more than --max-ap-loss AP points.
 --format openvino writes an OpenVINO IR (FILE.xml + FILE.bin, '.[openvino]'), checked in OpenVINO at f32 as
-ONNX is; its --int8 is OpenVINO's own (NNCF) quantisation; --val-json then scores fp32, bf16 (on CPUs with
-it) and int8 alike. --format executorch writes an ExecuTorch program (FILE.pte, XNNPACK delegate,
+ONNX is; its --int8 is OpenVINO's own (NNCF) quantisation; --val-json then scores fp32 and int8, or without
+--int8 fp32 and bf16 (on CPUs with it). --format executorch writes an ExecuTorch program (FILE.pte, XNNPACK delegate,
 '.[executorch]'), fp32 or PT2E int8, checked the same way. The files carry input size, score function,
 post-processing settings and categories: tools/detect.py --weights FILE.onnx (.xml, .pte) needs nothing else.
 """

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from detector.deploy.runtime_choice import choose
-from detector.deploy.runtimes import file_kind, open_runtime
+from detector.deploy.runtimes import default_runtime, open_runtime
 from detector.deploy.torch_runtime import StageTimes
 from detector.errors import UserError
 
@@ -38,7 +38,7 @@ def open_detector(weights: str | Path, device: str = "cpu", half: bool = False, 
             raise UserError("--runtime auto measures the CPU runtimes; with --device other than cpu, name one")
         runtime, weights = choose(weights, threads)
     elif runtime is None:
-        runtime = {".onnx": "onnxruntime", ".xml": "openvino", ".pte": "executorch"}.get(file_kind(weights), "torch")
+        runtime = default_runtime(weights)
     return open_runtime(runtime, weights, device, half, threads)
 
 

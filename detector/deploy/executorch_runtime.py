@@ -90,7 +90,7 @@ def export_pte_file(model, post, categories: list[dict], cfg, out: str | Path, *
     _need_executorch()
     from detector.deploy.parity import drift_line, int8_drift, raw_parity, sample_inputs
     from detector.deploy.pipeline import ExportReport, check_accuracy, check_parity
-    from detector.deploy.quantize import ImageCalibration
+    from detector.deploy.quantize import calibration_batches
     from detector.deploy.torch_runtime import Detector
     from detector.evaluation.detector_accuracy import coco_accuracy
 
@@ -118,8 +118,7 @@ def export_pte_file(model, post, categories: list[dict], cfg, out: str | Path, *
             )
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-            reader = ImageCalibration(int8_calibration_files, post.input_size)
-            batches = [d["images"] for d in iter(reader.get_next, None)]
+            batches = calibration_batches(int8_calibration_files, post.input_size)
             quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
             prepared = prepare_pt2e(torch.export.export(wrapper, example).module(), quantizer)
             for batch in batches:

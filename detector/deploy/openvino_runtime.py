@@ -12,6 +12,7 @@ mantissa: boxes move by a fraction of a pixel on trained models; the export and 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -35,6 +36,7 @@ def _openvino():
     return openvino
 
 
+@functools.cache
 def bf16_supported() -> bool:
     """Whether OpenVINO has bf16 kernels on this CPU (its OPTIMIZATION_CAPABILITIES lists BF16)."""
     return "BF16" in _openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -48,11 +50,6 @@ def read_props(model, path: Path) -> dict[str, str]:
     if props.get("detector.format") != FORMAT:
         raise UserError(f"{path}: not exported by tools/export.py (no {FORMAT!r} metadata)")
     return props
-
-
-def file_props(path: Path) -> dict[str, str]:
-    """Our metadata of an ONNX file or IR, read through OpenVINO."""
-    return read_props(_openvino().Core().read_model(str(path)), path)
 
 
 def write_props(model, props: dict[str, str]) -> None:
@@ -109,11 +106,13 @@ class OpenVinoDetector(ExportedDetector):
         return [request.get_output_tensor(i).data.copy() for i in range(len(self.model.outputs))]
 
 
-def export_ir(onnx_path: Path, out_xml: Path, props: dict[str, str], calibration: list[np.ndarray] | None) -> None:
-    """Write an OpenVINO IR (``out_xml`` + ``.bin``, fp32 weights) of a raw ONNX graph of ours; with
-    ``calibration`` ((1, 3, H, W) float32 batches) quantised to int8 by NNCF (``pip install '.[openvino]'``)."""
+def export_ir(onnx_path: Path, out_xml: Path, calibration: list[np.ndarray] | None = None) -> None:
+    """Write an OpenVINO IR (``out_xml`` + ``.bin``, fp32 weights) of a raw ONNX graph of ours, with its metadata;
+    with ``calibration`` ((1, 3, H, W) float32 batches) quantised to int8 by NNCF (``pip install '.[openvino]'``)
+    and recorded as int8."""
     ov = _openvino()
     model = ov.Core().read_model(str(onnx_path))
+    props = read_props(model, onnx_path)
     if calibration:
         try:
             import nncf
@@ -125,7 +124,8 @@ def export_ir(onnx_path: Path, out_xml: Path, props: dict[str, str], calibration
         with contextlib.redirect_stdout(sys.stderr):
             model = nncf.quantize(model, nncf.Dataset(calibration), preset=nncf.QuantizationPreset.MIXED,
                                   subset_size=len(calibration))  # fmt: skip
-    write_props(model, props)
+        props["detector.precision"] = "int8"
+    write_props(model, props)  # set again: quantisation builds a new model
     ov.save_model(model, str(out_xml), compress_to_fp16=False)
 
 
@@ -135,23 +135,22 @@ def export_ir_file(model, post, categories: list[dict], cfg, out: str | Path, *,
                    source: str = "", say=log.info):  # fmt: skip
     """Export, check and write an OpenVINO IR at ``out`` (``.xml`` + ``.bin``, raw outputs): fp32, or int8
     by NNCF from ``int8_calibration_files``. fp32 must match PyTorch as ONNX exports do (OpenVINO at f32);
-    int8 reports its drift from fp32. ``accuracy_set`` (annotation JSON, image folder) scores fp32, bf16
-    (where this CPU has it) and int8, each allowed to lose at most ``max_ap_loss`` AP points. Nothing is written
-    when a check fails. Returns the ``ExportReport``."""
+    int8 reports its drift from fp32. ``accuracy_set`` (annotation JSON, image folder) scores fp32 and int8,
+    or without int8 fp32 and bf16 (where this CPU has it); each may lose at most ``max_ap_loss`` AP points.
+    Nothing is written when a check fails. Returns the ``ExportReport``."""
     import shutil
 
     from detector.deploy.parity import drift_line, int8_drift, raw_parity
     from detector.deploy.pipeline import OnnxExporter, check_accuracy, check_parity
-    from detector.deploy.quantize import ImageCalibration
+    from detector.deploy.quantize import calibration_batches
     from detector.evaluation.detector_accuracy import coco_accuracy
 
     out = Path(out)
     with OnnxExporter(model, post, categories, cfg, dynamic_batch=dynamic_batch, source=source, out=out,
                       say=say) as exporter:  # fmt: skip
         onnx_fp32 = exporter.fp32()
-        props = file_props(onnx_fp32)
         fp32_xml = exporter.dir / "fp32.xml"
-        export_ir(onnx_fp32, fp32_xml, props, None)
+        export_ir(onnx_fp32, fp32_xml)
         fp32 = OpenVinoDetector(fp32_xml)
         report = exporter.report
         report.raw_parity = check_parity("OpenVINO (f32) vs PyTorch (raw outputs)",
@@ -160,11 +159,9 @@ def export_ir_file(model, post, categories: list[dict], cfg, out: str | Path, *,
         if bf16_supported():
             files["bf16"] = (fp32_xml, "bf16")
         if int8_calibration_files:
-            size = post.input_size
-            batches = [d["images"] for d in iter(ImageCalibration(int8_calibration_files, size).get_next, None)]
+            batches = calibration_batches(int8_calibration_files, post.input_size)
             final = exporter.dir / "int8.xml"
-            props["detector.precision"] = "int8"
-            export_ir(onnx_fp32, final, props, batches)
+            export_ir(onnx_fp32, final, batches)
             files = {"fp32": (fp32_xml, "f32"), "int8": (final, "f32")}
             report.precision = "int8"
             drift = report.int8_drift = int8_drift(fp32.infer, OpenVinoDetector(final).infer, batches[:8])

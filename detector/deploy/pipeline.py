@@ -30,7 +30,7 @@ from detector.config import Config
 from detector.deploy.onnx_export import RawOutputs, append_nms, export_raw, metadata, save
 from detector.deploy.onnx_runtime import OnnxDetector, session
 from detector.deploy.parity import Parity, drift_line, int8_drift, nms_parity, raw_parity, sample_inputs
-from detector.deploy.quantize import ImageCalibration, quantize_raw
+from detector.deploy.quantize import ImageCalibration, calibration_batches, quantize_raw
 from detector.deploy.torchscript import export_torchscript, load_torchscript
 from detector.errors import UserError
 from detector.evaluation.detector_accuracy import accuracy_lines, coco_accuracy
@@ -177,8 +177,7 @@ class OnnxExporter:
         if not self.check:
             return path
         int8_raw = session(int8_raw_path)
-        reader = ImageCalibration(calibration_files[:8], size, desc="int8 check")
-        images = [d["images"] for d in iter(reader.get_next, None)]
+        images = calibration_batches(calibration_files[:8], size, desc="int8 check")
         drift = self.report.int8_drift = int8_drift(_runner(self.fp32_raw), _runner(int8_raw), images)
         self.say(drift_line(drift, len(images)))
         if nms:  # int8 scores tie often; NMS may then keep another of the equal-scored boxes: report only

@@ -64,6 +64,13 @@ class ImageCalibration(CalibrationDataReader):
         self._iter = iter(self.files)
 
 
+def calibration_batches(files: list[Path], input_size: tuple[int, int], desc: str = "calibrating") -> list[np.ndarray]:
+    """Every readable image of ``files`` as a (1, 3, H, W) float32 model input (the batches ``ImageCalibration``
+    feeds), for quantisers that take a list (NNCF, PT2E) and for drift checks."""
+    reader = ImageCalibration(files, input_size, desc)
+    return [d["images"] for d in iter(reader.get_next, None)]
+
+
 def after_last_conv(model: onnx.ModelProto) -> list[str]:
     """Names of the nodes with no convolution downstream: box decoding, score function and the reshapes that
     gather the head outputs. They stay float, so scores and box coordinates keep their full resolution.

@@ -51,6 +51,12 @@ def file_kind(weights: str | Path) -> str:
     return suffix if suffix in (".onnx", ".xml", ".pte") else ""
 
 
+def default_runtime(weights: str | Path) -> str:
+    """The runtime a file opens in without --runtime: the first of the table that runs it (torch for
+    checkpoints, onnxruntime for .onnx, openvino for .xml, executorch for .pte)."""
+    return runtimes_for(weights)[0]
+
+
 def installed(name: str) -> bool:
     runtime = RUNTIMES[name]
     if importlib.util.find_spec(runtime.module) is None:

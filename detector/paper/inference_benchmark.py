@@ -28,9 +28,9 @@ from detector.data.synthetic import synthetic_frames
 from detector.deploy import runtimes
 from detector.deploy.fuse import fuse_for_inference
 from detector.deploy.onnx_runtime import OnnxDetector
-from detector.deploy.openvino_runtime import OpenVinoDetector, export_ir, file_props
+from detector.deploy.openvino_runtime import OpenVinoDetector, export_ir
 from detector.deploy.pipeline import OnnxExporter
-from detector.deploy.quantize import ImageCalibration, calibration_files
+from detector.deploy.quantize import calibration_batches, calibration_files
 from detector.deploy.torch_runtime import Detector
 from detector.evaluation.detector_accuracy import coco_accuracy
 from detector.paper import benchmark_report as paths
@@ -82,9 +82,7 @@ def openvino_files(exporter: OnnxExporter, fp32: Path, calibration: list[Path], 
     files = {paths.OV_FP32: (fp32, "f32")}
     if runtimes.installed("openvino-bf16"):
         files[paths.OV_BF16] = (fp32, "bf16")
-    reader = ImageCalibration(calibration, exporter.post.input_size, desc="NNCF calibration")
-    props = file_props(fp32) | {"detector.precision": "int8"}
-    export_ir(fp32, folder / "int8.xml", props, [d["images"] for d in iter(reader.get_next, None)])
+    export_ir(fp32, folder / "int8.xml", calibration_batches(calibration, exporter.post.input_size, "NNCF calibration"))
     files[paths.OV_INT8] = (folder / "int8.xml", "f32")
     return files
 

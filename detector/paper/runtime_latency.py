@@ -62,13 +62,12 @@ def model_latency_ms(model_cfg, runtime: str, repeats: int = 15) -> float:
 
                 detector = OnnxDetector(path, threads=1)
             else:
-                from detector.deploy.openvino_runtime import OpenVinoDetector, export_ir, file_props
-                from detector.deploy.quantize import ImageCalibration
+                from detector.deploy.openvino_runtime import OpenVinoDetector, export_ir
+                from detector.deploy.quantize import calibration_batches
 
                 if runtime == "openvino-int8":
-                    reader = ImageCalibration(calibration_images(Path(tmp), 16), model_cfg.image_size)
-                    batches = [d["images"] for d in iter(reader.get_next, None)]
-                    export_ir(path, Path(tmp) / "int8.xml", file_props(path), batches)
+                    batches = calibration_batches(calibration_images(Path(tmp), 16), model_cfg.image_size)
+                    export_ir(path, Path(tmp) / "int8.xml", batches)
                     path = Path(tmp) / "int8.xml"
                 detector = OpenVinoDetector(path, "bf16" if runtime == "openvino-bf16" else "f32", threads=1)
             return median_call_ms(detector.infer, x.numpy(), repeats)
