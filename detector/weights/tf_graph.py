@@ -24,6 +24,7 @@ from detector.weights.torchvision_ssdlite import coco_categories
 
 FE = "FeatureExtractor/MobilenetV3/"
 EXTRA_DEPTHS = (512, 256, 256, 128)
+GRAPH_FILE = "frozen_inference_graph.pb"  # the graph's name inside a zoo archive
 
 # The paper's TF recipe and model (docs/paper.md, sections 4 and 6): sigmoid scores, score 1e-8, NMS 0.6,
 # 100 survivors per class, 100 per image; TF's SAME padding; 90 COCO-id class slots.
@@ -46,9 +47,6 @@ def tf_config(backbone: str) -> Config:
         postprocess=TF_POSTPROCESS,
         data=DataConfig(class_slots="category_id"),
     )
-
-
-GRAPH_FILE = "frozen_inference_graph.pb"
 
 
 def graph_bytes(path: Path) -> bytes:
