@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) tools/setup_opencv.py
+	$(PY) scripts/setup_opencv.py
 	$(PY) -c "import cv2, torch, torchvision, pycocotools, albumentations; print('installed: torch', torch.__version__, 'torchvision', torchvision.__version__, 'opencv', cv2.__version__)"
 	touch $(STAMP)
 

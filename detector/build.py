@@ -1,60 +1,46 @@
-"""Builders: the only place (with tools/) that reads a Config and turns it into objects.
+"""Builders: the only place (with ``detector.training.setup`` and tools/) that reads a Config and turns it into
+objects.
 
-Everything a recipe describes is made here: the model, criterion and post-processor, the datasets and their
-loaders, the optimiser, schedule, gradient scaler and EMA of a training run, and a detector from a
-checkpoint alone. Modules elsewhere take explicit, typed arguments.
+What a recipe describes is made here: the model, criterion and post-processor, the datasets, and a model with
+its post-processing from a checkpoint's contents alone (``LoadedModel``). Assembling a training run is
+``detector.training.setup``'s. Modules elsewhere take explicit, typed arguments; the values were checked when
+the Config was made (``detector.config``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader
 
-from detector import checkpoint, config
+from detector import config
 from detector.backbones.layers import NormLayer, batch_norm
 from detector.backbones.mnasnet import mnasnet_a1_backbone
 from detector.backbones.mobilenet_v1 import MobileNetV1
 from detector.backbones.mobilenet_v2 import mobilenet_v2_backbone
 from detector.backbones.mobilenet_v3 import mobilenet_v3
-from detector.backbones.padding import PADDINGS, use_tf_same_padding
+from detector.backbones.padding import use_tf_same_padding
 from detector.config import Config, ConfigError, DataConfig, LossConfig, ModelConfig
-from detector.data.dataset import CocoDetection, collate, eval_loader
+from detector.data.dataset import CocoDetection
 from detector.data.transforms import build_transform
 from detector.errors import UserError
-from detector.evaluation.coco_eval import load_coco
 from detector.ssd.anchors import layout_pairs
-from detector.ssd.detections import LabelMap
 from detector.ssd.losses import FocalLoss, HardNegativeSoftmaxLoss
 from detector.ssd.model import SSDLite, init_weights
-from detector.ssd.postprocess import PER_CLASS_LIMITS, PostProcessor
-from detector.training.distributed import DistInfo
-from detector.training.engine import StepSettings
-from detector.training.loop import Training
-from detector.training.optim import build_optimizer, warmup_cosine
-from detector.training.sampler import ResumableSampler
-
-BACKBONES = ("mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v2", "mnasnet_a1", "mobilenet_v1")
+from detector.ssd.postprocess import PostProcessor
 
 
 def build_backbone(cfg: ModelConfig, norm_layer: NormLayer) -> nn.Module:
-    bn = {"norm_layer": norm_layer}
-    if cfg.backbone in ("mobilenet_v3_large", "mobilenet_v3_small"):
-        variant = cfg.backbone.rsplit("_", 1)[1]
-        return mobilenet_v3(variant, cfg.width, cfg.reduced_tail, num_classes=None, **bn)
-    if cfg.reduced_tail:
-        raise ConfigError(f"model.reduced_tail: only MobileNetV3 has a reduced tail, not {cfg.backbone!r}")
+    if cfg.backbone == "mobilenet_v3_large":
+        return mobilenet_v3("large", cfg.width, cfg.reduced_tail, num_classes=None, norm_layer=norm_layer)
+    if cfg.backbone == "mobilenet_v3_small":
+        return mobilenet_v3("small", cfg.width, cfg.reduced_tail, num_classes=None, norm_layer=norm_layer)
     if cfg.backbone == "mobilenet_v2":
-        return mobilenet_v2_backbone(cfg.width, **bn)
+        return mobilenet_v2_backbone(cfg.width, norm_layer=norm_layer)
     if cfg.backbone == "mnasnet_a1":
-        return mnasnet_a1_backbone(cfg.width, **bn)
-    if cfg.backbone == "mobilenet_v1":
-        return MobileNetV1(cfg.width, **bn)
-    raise ConfigError(f"model.backbone: unknown {cfg.backbone!r}; expected one of {', '.join(BACKBONES)}")
+        return mnasnet_a1_backbone(cfg.width, norm_layer=norm_layer)
+    return MobileNetV1(cfg.width, norm_layer=norm_layer)  # the last of config.Backbone
 
 
 def extra_depths(cfg: ModelConfig) -> list[int]:
@@ -63,10 +49,7 @@ def extra_depths(cfg: ModelConfig) -> list[int]:
 
 
 def build_model(cfg: ModelConfig, init: bool = True) -> SSDLite:
-    if cfg.layout not in ("paper", "torchvision"):
-        raise ConfigError(f"model.layout: unknown {cfg.layout!r}; expected 'paper' or 'torchvision'")
-    if len(cfg.image_size) != 2 or min(cfg.image_size) < 32:
-        raise ConfigError(f"model.image_size: expected [H, W] of at least 32 pixels, got {cfg.image_size}")
+    """The SSDLite of ``cfg``, initialised (``init``) or left for a state dict to fill."""
     if cfg.num_classes < 1:
         raise ConfigError(
             f"model.num_classes: expected at least 1 (0 only in a training recipe: the training set's), "
@@ -76,14 +59,12 @@ def build_model(cfg: ModelConfig, init: bool = True) -> SSDLite:
     norm_layer = batch_norm(cfg.bn_eps, cfg.bn_momentum)
     model = SSDLite(
         build_backbone(cfg, norm_layer),
-        depths,
-        layout_pairs(cfg.layout, 2 + len(depths)),
-        cfg.num_classes,
-        cfg.image_size,
-        norm_layer,
+        extra_depths=depths,
+        anchor_pairs=layout_pairs(cfg.layout, 2 + len(depths)),
+        num_classes=cfg.num_classes,
+        image_size=cfg.image_size,
+        norm_layer=norm_layer,
     )
-    if cfg.padding not in PADDINGS:
-        raise ConfigError(f"model.padding: unknown {cfg.padding!r}; expected symmetric or tf_same")
     if cfg.padding == "tf_same":
         use_tf_same_padding(model)
     if init:
@@ -99,35 +80,22 @@ def score_fn(loss: LossConfig) -> str:
 def build_criterion(cfg: LossConfig) -> FocalLoss | HardNegativeSoftmaxLoss:
     if cfg.kind == "focal":
         return FocalLoss(cfg.focal_alpha, cfg.focal_gamma, cfg.iou_threshold)
-    if cfg.kind == "softmax_hnm":
-        return HardNegativeSoftmaxLoss(cfg.neg_to_pos, cfg.iou_threshold)
-    raise ConfigError(f"loss.kind: unknown {cfg.kind!r}; expected 'focal' or 'softmax_hnm'")
+    return HardNegativeSoftmaxLoss(cfg.neg_to_pos, cfg.iou_threshold)
 
 
-def build_postprocessor(cfg: Config, anchors: torch.Tensor | None) -> PostProcessor:
-    """The post-processing of ``cfg`` for the model's input size and ``anchors`` (the model's ``anchors``;
-    None for one that only takes decoded boxes)."""
+def build_postprocessor(cfg: Config, model: SSDLite) -> PostProcessor:
+    """The post-processing of ``cfg`` for ``model``'s input size and anchors."""
     p = cfg.postprocess
-    if p.per_class_limit not in PER_CLASS_LIMITS:
-        raise ConfigError(
-            f"postprocess.per_class_limit: unknown {p.per_class_limit!r}; expected after_nms or before_nms"
-        )
     return PostProcessor(
-        score_fn(cfg.loss),
-        p.score_thresh,
-        p.nms_thresh,
-        p.topk_per_class,
-        p.max_detections,
-        cfg.model.image_size,
-        anchors,
+        score_fn=score_fn(cfg.loss),
+        score_thresh=p.score_thresh,
+        nms_thresh=p.nms_thresh,
+        topk_per_class=p.topk_per_class,
+        max_detections=p.max_detections,
+        input_size=cfg.model.image_size,
+        anchors=model.anchors,
         per_class_limit=p.per_class_limit,
     )
-
-
-def build_all(cfg: Config) -> tuple[SSDLite, FocalLoss | HardNegativeSoftmaxLoss, PostProcessor]:
-    """(model, criterion, post-processor) of a recipe."""
-    model = build_model(cfg.model)
-    return model, build_criterion(cfg.loss), build_postprocessor(cfg, model.anchors)
 
 
 def data_files(data: DataConfig, split: str) -> tuple[Path, Path]:
@@ -154,9 +122,23 @@ def data_files(data: DataConfig, split: str) -> tuple[Path, Path]:
     return ann_path, image_dir
 
 
-def detector_from_checkpoint(ckpt: dict, source: str | Path):
-    """(model in eval mode, post-processor, categories, Config) from a checkpoint's contents alone; ``source``
-    names it in errors."""
+@dataclass
+class LoadedModel:
+    """A trained model with everything needed to run it: ``model`` (SSDLite in eval mode, BatchNorm as
+    trained), ``post`` (its post-processor), ``categories`` (label k is ``categories[k - 1]``: {"id", "name"}),
+    ``config`` (the resolved recipe it was trained with) and ``source`` (what it was loaded from, for messages
+    and exported files)."""
+
+    model: SSDLite
+    post: PostProcessor
+    categories: list[dict]
+    config: Config
+    source: str = ""
+
+
+def model_from_checkpoint(ckpt: dict, source: str) -> LoadedModel:
+    """The ``LoadedModel`` of a checkpoint's contents (``model``, ``config``, ``categories``); ``source`` names
+    it in errors."""
     try:
         cfg = config.from_dict(ckpt["config"])
     except ConfigError as exc:
@@ -167,12 +149,7 @@ def detector_from_checkpoint(ckpt: dict, source: str | Path):
     except RuntimeError as exc:
         raise UserError(f"{source}: weights do not fit the model its config describes: {str(exc)[:300]}") from None
     model.eval()
-    return model, build_postprocessor(cfg, model.anchors), ckpt["categories"], cfg
-
-
-def load_detector(path: str | Path):
-    """(model in eval mode, post-processor, categories, Config) from a checkpoint file alone."""
-    return detector_from_checkpoint(checkpoint.load(path), path)
+    return LoadedModel(model, build_postprocessor(cfg, model), ckpt["categories"], cfg, source)
 
 
 def build_datasets(cfg: Config, validate: bool = True) -> tuple[CocoDetection, CocoDetection | None]:
@@ -182,13 +159,12 @@ def build_datasets(cfg: Config, validate: bool = True) -> tuple[CocoDetection, C
     0 in the recipe takes the training set's number, and ``cfg`` then holds it.
     """
     train_json, train_images = data_files(cfg.data, "train")
-    size, augment = cfg.model.image_size, cfg.data.augment
-    transform = build_transform(size, augment, cfg.data.zoom_out_max)
-    if cfg.data.class_slots not in ("contiguous", "category_id"):
-        raise ConfigError(f"data.class_slots: unknown {cfg.data.class_slots!r}; expected contiguous or category_id")
+    size = cfg.model.image_size
+    transform = build_transform(size, cfg.data.augment, cfg.data.zoom_out_max)
     id_slots = cfg.data.class_slots == "category_id"
     exif = cfg.data.exif_orientation
-    train_set = CocoDetection(train_json, train_images, transform, cfg.train.seed, cfg.data.preflight, id_slots, exif)
+    train_set = CocoDetection(train_json, train_images, transform, seed=cfg.train.seed, preflight=cfg.data.preflight,
+                              id_slots=id_slots, exif=exif)  # fmt: skip
     found = len(train_set.categories)
     slots = " class slots (data.class_slots: category_id)" if id_slots else " categories"
     if cfg.model.num_classes == 0:  # the recipe asks for the training set's classes
@@ -212,72 +188,3 @@ def build_eval_dataset(cfg: Config, data: DataConfig) -> CocoDetection:
     ann, images = data_files(data, "val")
     return CocoDetection(ann, images, build_transform(cfg.model.image_size), id_slots=data.class_slots == "category_id",
                          exif=data.exif_orientation)  # fmt: skip
-
-
-def build_training(
-    cfg: Config,
-    train_set: CocoDetection,
-    val_set: CocoDetection | None,
-    dist: DistInfo,
-    model: SSDLite | None = None,
-) -> Training:
-    """Every object of a training run on this process: model (``model`` when given, e.g. started from other
-    weights, else a fresh one; on the device, wrapped in DDP with several processes), criterion,
-    post-processor, loaders (the global batch split over the processes), optimiser, warmup + cosine schedule
-    per iteration, gradient scaler, EMA, step settings."""
-    t, device = cfg.train, dist.device
-    if t.batch_size % dist.world_size:
-        raise ConfigError(f"train.batch_size {t.batch_size} does not split over {dist.world_size} processes")
-    if t.freeze_backbone_epochs < 0 or t.backbone_lr_mult < 0:
-        raise ConfigError("train.freeze_backbone_epochs and train.backbone_lr_mult must not be negative")
-    model = model if model is not None else build_model(cfg.model)
-    if t.sync_bn and dist.enabled and device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = model.to(device)
-    if t.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    criterion, post = build_criterion(cfg.loss), build_postprocessor(cfg, model.anchors)
-    sampler = ResumableSampler(train_set, dist.world_size, dist.rank, t.seed)
-    train_loader = DataLoader(
-        train_set,
-        t.batch_size // dist.world_size,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=cfg.data.workers,
-        collate_fn=collate,
-        pin_memory=device.type == "cuda",
-    )
-    if len(train_loader) == 0:
-        raise ConfigError(
-            f"{len(train_set)} training images do not fill one batch of {t.batch_size} (train.batch_size)"
-        )
-    optimizer = build_optimizer(model, t.lr, t.momentum, t.weight_decay, t.backbone_lr_mult)
-    schedule = warmup_cosine(t.epochs * len(train_loader), t.warmup_iters, t.warmup_factor, t.min_lr_ratio)
-    amp = t.amp and device.type == "cuda"
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True) if t.ema else None
-    net = model
-    if dist.enabled:
-        # A frozen backbone has no gradients for a while: DDP must then look for the parameters a step left out.
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                      find_unused_parameters=t.freeze_backbone_epochs > 0)  # fmt: skip
-    return Training(
-        model=model,
-        net=net,
-        criterion=criterion,
-        post=post,
-        optimizer=optimizer,
-        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
-        scaler=torch.amp.GradScaler("cuda", enabled=amp),
-        ema=ema,
-        train_loader=train_loader,
-        val_loader=eval_loader(val_set, workers=cfg.data.workers) if val_set is not None else None,
-        val_gt=load_coco(val_set.ann_file) if val_set is not None and dist.is_main else None,  # scored on main
-        labels=LabelMap(train_set.categories),
-        settings=StepSettings(
-            device, amp, t.channels_last, t.clip_grad_norm, t.freeze_bn, t.max_bad_steps, t.freeze_backbone_epochs
-        ),
-        config=config.to_dict(cfg),
-        epochs=t.epochs,
-        eval_every=t.eval_every,
-        checkpoint_every=t.checkpoint_every,
-    )

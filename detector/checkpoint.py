@@ -90,7 +90,9 @@ def load(path: str | Path) -> dict:
             ) from None
         raise
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise UserError(f"{path}: not a detector checkpoint (use tools/convert_torchvision.py for torchvision weights)")
+        raise UserError(
+            f"{path}: not a detector checkpoint (tools/convert.py turns torchvision's and TF's weights into one)"
+        )
     for key in ("model", "config", "categories"):
         if key not in ckpt:
             raise UserError(f"{path}: checkpoint has no {key!r} entry")

@@ -1,7 +1,9 @@
 """Typed configuration: dataclasses with defaults, complete YAML recipes, ``--set key=value`` overrides.
 
-Only builders and tools read a ``Config``; modules take explicit arguments. Unknown keys and values of the
-wrong type are errors that name the key. ``to_dict`` gives plain Python types, which travel in checkpoints.
+Only builders and tools read a ``Config``; modules take explicit arguments. Every check of a value is here:
+types (with lossless conversions) and enums from the annotations (``Literal``), ranges from ``RANGES``, and
+the few rules that tie two keys together; a bad value is a ``ConfigError`` that names the key. ``to_dict``
+gives plain Python types, which travel in checkpoints.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -21,28 +25,58 @@ class ConfigError(UserError, ValueError):
     """A configuration file or override that cannot be used; the message names the key."""
 
 
+Backbone = Literal["mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v2", "mnasnet_a1", "mobilenet_v1"]
+AugmentStep = Literal["photometric", "zoom_out", "ssd_crop", "iou_crop", "hflip"]
+
+
+class _Section:
+    """Checks a section's values when it is made (from YAML, a checkpoint or code)."""
+
+    SECTION = ""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            key, value = f"{self.SECTION}.{f.name}", getattr(self, f.name)
+            _check_literal(key, value, hints[f.name])
+            rule = RANGES.get(key)
+            if rule is not None and not rule[0](value):
+                raise ConfigError(f"{key}: expected {rule[1]}, got {value!r}")
+        self.check()
+
+    def check(self) -> None:
+        """Rules that tie keys of the section together."""
+
+
 @dataclass
-class ModelConfig:
-    # mobilenet_v3_large | mobilenet_v3_small | mobilenet_v2 | mnasnet_a1 | mobilenet_v1
-    backbone: str = "mobilenet_v3_large"
+class ModelConfig(_Section):
+    SECTION = "model"
+    backbone: Backbone = "mobilenet_v3_large"
     width: float = 1.0
     reduced_tail: bool = True  # "†": halve the blocks between C4 and C5 (MobileNetV3 only)
-    layout: str = "paper"  # anchors: paper (3 on the lowest level, 2034 at 320) | torchvision (6 everywhere)
+    # anchors: paper (3 on the lowest level, 2034 at 320) | torchvision (6 everywhere)
+    layout: Literal["paper", "torchvision"] = "paper"
     num_classes: int = 90  # foreground classes; 0: as many as the training set has
     image_size: tuple[int, int] = (320, 320)  # (H, W) of the model input; [H, W] in YAML
     extra_depths: list[int] = field(default_factory=lambda: [512, 256, 256, 128])
     min_depth: int = 16  # TF's floor for extra-layer depths scaled by the width multiplier
-    padding: str = "symmetric"  # symmetric (k - 1) / 2 | tf_same: TF's SAME, asymmetric at stride 2 (TF weights)
+    # symmetric: (k - 1) / 2 | tf_same: TF's SAME, asymmetric at stride 2 (TF weights)
+    padding: Literal["symmetric", "tf_same"] = "symmetric"
     bn_eps: float = 1e-3
     bn_momentum: float = 0.03
     head_init_std: float = 0.03
     backbone_init_std: float = 0.0  # 0: He (fan-out) as torchvision; > 0: TF's truncated normal (paper: 0.03)
     class_bias_init: float = 0.0
 
+    def check(self) -> None:
+        if self.reduced_tail and not self.backbone.startswith("mobilenet_v3"):
+            raise ConfigError(f"model.reduced_tail: only MobileNetV3 has a reduced tail, not {self.backbone!r}")
+
 
 @dataclass
-class LossConfig:
-    kind: str = "focal"  # focal (paper, sigmoid scores) | softmax_hnm (torchvision, softmax scores)
+class LossConfig(_Section):
+    SECTION = "loss"
+    kind: Literal["focal", "softmax_hnm"] = "focal"  # focal (paper, sigmoid scores) | softmax_hnm (torchvision)
     focal_alpha: float = 0.75
     focal_gamma: float = 2.0
     neg_to_pos: int = 3
@@ -50,18 +84,20 @@ class LossConfig:
 
 
 @dataclass
-class PostprocessConfig:
+class PostprocessConfig(_Section):
+    SECTION = "postprocess"
     score_thresh: float = 1e-8
     nms_thresh: float = 0.6
     topk_per_class: int = 100
     max_detections: int = 100
     # after_nms: the best topk_per_class survivors of NMS per class (TF, the paper) | before_nms: the best
     # topk_per_class candidates per class enter NMS (torchvision)
-    per_class_limit: str = "after_nms"
+    per_class_limit: Literal["after_nms", "before_nms"] = "after_nms"
 
 
 @dataclass
-class DataConfig:
+class DataConfig(_Section):
+    SECTION = "data"
     # Either data_root with the COCO 2017 layout, or the four explicit paths (they win over data_root).
     data_root: str = ""
     train_json: str = ""
@@ -69,18 +105,19 @@ class DataConfig:
     val_json: str = ""
     val_images: str = ""
     # Augmentation steps in order, from: photometric, zoom_out, ssd_crop (TF), iou_crop (torchvision), hflip.
-    augment: list[str] = field(default_factory=lambda: ["hflip", "ssd_crop"])
+    augment: list[AugmentStep] = field(default_factory=lambda: ["hflip", "ssd_crop"])
     zoom_out_max: float = 4.0
     workers: int = 2
     preflight: bool = True  # check every image file before training (missing, empty, unreadable, truncated)
     # contiguous: label k is the k-th category by id | category_id: label k is category id k (TF's and
     # torchvision's COCO models: 90 slots for COCO's 80 categories, Table 6's parameter counts)
-    class_slots: str = "contiguous"
+    class_slots: Literal["contiguous", "category_id"] = "contiguous"
     exif_orientation: bool = False  # turn images by their EXIF orientation (datasets labelled on rotated views)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Section):
+    SECTION = "train"
     epochs: int = 1
     batch_size: int = 32  # global: split over the processes, so the recipe means the same on 1 or N
     lr: float = 0.4  # for the global batch
@@ -115,6 +152,67 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+def _nonnegative(v: float) -> bool:
+    return v >= 0
+
+
+def _fraction(v: float) -> bool:
+    return 0 <= v <= 1
+
+
+def _positive(v: float) -> bool:
+    return v > 0
+
+
+# "section.key": (the test a value must pass, what it expects, for the message)
+RANGES: dict[str, tuple[Callable[[typing.Any], bool], str]] = {
+    "model.width": (_positive, "a width multiplier above 0"),
+    "model.num_classes": (_nonnegative, "0 (the training set's classes) or more"),
+    "model.image_size": (lambda v: min(v) >= 32, "[H, W] of at least 32 pixels"),
+    "model.extra_depths": (lambda v: all(d >= 1 for d in v), "depths of at least 1"),
+    "model.min_depth": (lambda v: v >= 1, "at least 1"),
+    "model.bn_eps": (_positive, "above 0"),
+    "model.bn_momentum": (_fraction, "a value in [0, 1]"),
+    "model.head_init_std": (_nonnegative, "0 or more"),
+    "model.backbone_init_std": (_nonnegative, "0 (He initialisation) or more"),
+    "loss.focal_alpha": (_fraction, "a value in [0, 1]"),
+    "loss.focal_gamma": (_nonnegative, "0 or more"),
+    "loss.neg_to_pos": (lambda v: v >= 1, "at least 1"),
+    "loss.iou_threshold": (lambda v: 0 < v <= 1, "a value in (0, 1]"),
+    "postprocess.score_thresh": (_fraction, "a score in [0, 1]"),
+    "postprocess.nms_thresh": (_fraction, "an IoU in [0, 1]"),
+    "postprocess.topk_per_class": (lambda v: v >= 1, "at least 1"),
+    "postprocess.max_detections": (lambda v: v >= 1, "at least 1"),
+    "data.zoom_out_max": (lambda v: v >= 1, "at least 1"),
+    "data.workers": (_nonnegative, "0 or more"),
+    "train.epochs": (lambda v: v >= 1, "at least 1"),
+    "train.batch_size": (lambda v: v >= 1, "at least 1"),
+    "train.lr": (_nonnegative, "0 or more"),
+    "train.momentum": (_fraction, "a value in [0, 1]"),
+    "train.weight_decay": (_nonnegative, "0 or more"),
+    "train.warmup_iters": (_nonnegative, "0 or more"),
+    "train.warmup_factor": (_fraction, "a value in [0, 1]"),
+    "train.min_lr_ratio": (_fraction, "a value in [0, 1]"),
+    "train.clip_grad_norm": (_nonnegative, "0 (off) or more"),
+    "train.ema_decay": (_fraction, "a value in [0, 1]"),
+    "train.freeze_backbone_epochs": (_nonnegative, "0 or more"),
+    "train.backbone_lr_mult": (_nonnegative, "0 or more"),
+    "train.eval_every": (_nonnegative, "0 (only at the end) or more"),
+    "train.max_bad_steps": (lambda v: v >= 1, "at least 1"),
+    "train.log_every": (lambda v: v >= 1, "at least 1"),
+    "train.checkpoint_every": (_nonnegative, "0 (at epoch ends only) or more"),
+}
+
+
+def _check_literal(key: str, value: object, hint: object) -> None:
+    """A value of a ``Literal`` field (or list of them) must be one of its choices."""
+    if typing.get_origin(hint) is list:
+        for i, item in enumerate(value):
+            _check_literal(f"{key}[{i}]", item, typing.get_args(hint)[0])
+    elif typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
+        raise ConfigError(f"{key}: unknown {value!r}; expected one of {', '.join(typing.get_args(hint))}")
+
+
 def _check_type(key: str, value: object, hint: object) -> object:
     """Return ``value`` converted to ``hint`` where that is lossless, else raise ConfigError naming ``key``."""
     origin = typing.get_origin(hint)
@@ -133,6 +231,8 @@ def _check_type(key: str, value: object, hint: object) -> object:
         if not isinstance(value, (list, tuple)) or len(value) != len(items):
             raise ConfigError(f"{key}: expected a list of {len(items)} values, got {value!r}")
         return tuple(_check_type(f"{key}[{i}]", v, item) for i, (v, item) in enumerate(zip(value, items)))
+    if origin is Literal:
+        hint = type(typing.get_args(hint)[0])
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):

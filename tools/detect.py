@@ -8,9 +8,10 @@ SOURCE: an image file, a folder (searched recursively), a quoted glob ("data/**/
 progress bar); cameras and streams are read on a separate thread that keeps only the newest frame, so the
 output never lags behind the camera (stale frames are dropped and counted).
 
---weights takes a name of the weights catalog (fetched once into torch's hub cache), a checkpoint (.pt) or an
-ONNX file written by tools/export.py (the file carries its own settings). Without it the default COCO model,
-torchvision-coco (torchvision's SSDLite320 MobileNetV3-Large, 21.3 mAP), runs.
+--weights takes a name of the weights catalog (fetched once into torch's hub cache), a checkpoint (.pt) or a
+file written by tools/export.py (.onnx, .xml, .pte: the file carries its own settings). Without it the default
+COCO model, torchvision-coco (torchvision's SSDLite320 MobileNetV3-Large, 21.3 mAP), runs. The same from
+Python: detector.load(WEIGHTS, conf=..., classes=...)(image) (detector/app/api.py).
 
 --conf and --classes filter what is drawn and what --save-json writes. --output-dir gets the
 annotated images (same relative names as in the source folder), and for videos, cameras and streams an
@@ -27,8 +28,7 @@ import argparse
 import logging
 
 from detector import cli
-from detector.app import draw
-from detector.app.frame_detector import FrameDetector, open_detector
+from detector.app import api, draw
 from detector.app.run import run_detection
 from detector.app.sources import open_source
 from detector.deploy.runtimes import CHOICES
@@ -44,10 +44,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--video", metavar="SOURCE", help="video file, camN or stream URL (same as SOURCE)")
     parser.add_argument(
         "--weights",
-        help=f"name ({', '.join(catalog.detector_names())}), checkpoint (.pt) or exported model (.onnx); "
-        f"default {catalog.DEFAULT_DETECTOR}",
+        help=f"name ({', '.join(catalog.detector_names())}), checkpoint (.pt) or exported model (.onnx, .xml, "
+        f".pte); default {catalog.DEFAULT_DETECTOR}",
     )
-    parser.add_argument("--conf", type=float, default=0.3, help="lowest score drawn and saved (default 0.3)")
+    parser.add_argument("--conf", type=float, default=api.DEFAULT_CONF,
+                        help=f"lowest score drawn and saved (default {api.DEFAULT_CONF})")  # fmt: skip
     parser.add_argument("--classes", nargs="+", metavar="NAME", help="keep only these class names")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
     parser.add_argument("--half", action="store_true", help="float16 model (GPU only, checkpoints only)")
@@ -59,7 +60,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--exif", action="store_true", help="turn still images by their EXIF orientation "
                         "(default: as stored, as datasets and training take them)")  # fmt: skip
     parser.add_argument("--output-dir", metavar="DIR", help="folder for annotated images and .mp4 videos")
-    parser.add_argument("--save-dir", dest="output_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--save-json", metavar="FILE", help="JSON lines file, one object per image or frame")
     parser.add_argument(
         "--live-timeout",
@@ -86,9 +86,8 @@ def main() -> int:
     if not args.weights:
         args.weights = catalog.DEFAULT_DETECTOR
         log.info("no --weights: the default COCO model, %s", resolve.describe(args.weights))
-    detector = FrameDetector(
-        open_detector(args.weights, args.device, args.half, args.threads, args.runtime), args.conf, args.classes
-    )
+    detector = api.load(args.weights, runtime=args.runtime, device=args.device, conf=args.conf,
+                        classes=args.classes, threads=args.threads, half=args.half)  # fmt: skip
     source = open_source(args.source or args.video, args.live_timeout, args.exif)
     run = run_detection(detector, source, args.output_dir, args.save_json, args.show)
     print("\n".join(run.lines))

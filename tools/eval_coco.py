@@ -15,12 +15,12 @@ from pathlib import Path
 
 from detector import build, cli
 from detector.config import DataConfig
-from detector.deploy.torch_runtime import resolve_device
 from detector.errors import UserError
 from detector.evaluation.report import summary_lines
 from detector.evaluation.run import evaluate_detections_file, evaluate_model, write_results
+from detector.inference.device import resolve_device
 from detector.weights import catalog
-from detector.weights import resolve as weights
+from detector.weights.resolve import load_model
 
 
 def main() -> int:
@@ -34,7 +34,6 @@ def main() -> int:
     p.add_argument(
         "--output-dir", metavar="DIR", default="runs/eval", help="where metrics.json, detections.json, pr_curve.png go"
     )
-    p.add_argument("--out-dir", dest="output_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2)
@@ -46,13 +45,11 @@ def main() -> int:
         result = evaluate_detections_file(args.detections, args.gt)
     elif args.weights:
         device = resolve_device(args.device)
-        model, post, categories, cfg = weights.load_detector(args.weights)
+        loaded = load_model(args.weights)
         data = DataConfig(data_root=args.data_root or "", val_json=args.val_json or "", val_images=args.val_images
-                          or "", exif_orientation=cfg.data.exif_orientation)  # as the model was trained  # fmt: skip
-        dataset = build.build_eval_dataset(cfg, data)
-        result = evaluate_model(model, post, categories, dataset, device, args.batch_size, args.workers)
-        m = cfg.model  # what tools/table6.py --map reads to place the result in its row
-        result.model = {"backbone": m.backbone, "width": m.width, "reduced_tail": m.reduced_tail, "layout": m.layout}
+                          or "", exif_orientation=loaded.config.data.exif_orientation)  # as trained  # fmt: skip
+        dataset = build.build_eval_dataset(loaded.config, data)
+        result = evaluate_model(loaded, dataset, device, args.batch_size, args.workers)
     else:
         raise UserError("give --weights CKPT with a dataset, or --detections FILE --gt ANN.json")
     write_results(result, args.output_dir)

@@ -23,10 +23,11 @@ import argparse
 from pathlib import Path
 
 from detector import cli
-from detector.deploy.pipeline import default_output_path, export_onnx_file, export_torchscript_file
-from detector.deploy.quantize import calibration_files
+from detector.deploy.calibration import calibration_files
+from detector.deploy.pipeline import FORMATS, ExportOptions, check_options, default_output_path, export
+from detector.errors import UserError
 from detector.weights import catalog
-from detector.weights import resolve as weights
+from detector.weights.resolve import load_model
 
 
 def parse_args() -> argparse.Namespace:
@@ -34,7 +35,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--weights", required=True, help=f"checkpoint (.pt) to export, or a name: {', '.join(catalog.detector_names())}"
     )
-    parser.add_argument("--format", choices=("onnx", "openvino", "executorch", "torchscript"), default="onnx")
+    parser.add_argument("--format", choices=tuple(FORMATS), default="onnx")
     parser.add_argument("--nms", action="store_true", help="post-processing (per-class NMS) inside the ONNX graph")
     parser.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: batch 1)")
     parser.add_argument("--int8", action="store_true", help="post-training int8 quantisation (needs --calib)")
@@ -46,10 +47,6 @@ def parse_args() -> argparse.Namespace:
                         "against fp32 on --val-json before the export fails (default 1.0)")  # fmt: skip
     parser.add_argument("--out", help="file to write (default: next to the checkpoint, e.g. CKPT.int8.onnx)")
     args = parser.parse_args()
-    if args.format == "torchscript" and (args.nms or args.int8):
-        parser.error("--nms and --int8 apply to --format onnx and openvino")
-    if args.format in ("openvino", "executorch") and (args.nms or args.dynamic_batch and args.format == "executorch"):
-        parser.error(f"--nms{' and --dynamic-batch' if args.format == 'executorch' else ''} apply to --format onnx")
     if args.int8 and not args.calib:
         parser.error("--int8 needs --calib DIR (images to calibrate the activation ranges on)")
     if bool(args.val_json) != bool(args.val_images):
@@ -58,45 +55,28 @@ def parse_args() -> argparse.Namespace:
         parser.error("--val-json/--val-images compare int8 with fp32; add --int8")
     if args.calib_count < 1:
         parser.error("--calib-count must be at least 1")
+    try:
+        check_options(args.format, args.nms, args.int8, args.dynamic_batch)
+    except UserError as exc:
+        parser.error(str(exc))
     return args
 
 
 def main() -> int:
     args = parse_args()
     cli.setup_logging()
+    options = ExportOptions(
+        format=args.format,
+        nms=args.nms,
+        dynamic_batch=args.dynamic_batch,
+        accuracy_set=(Path(args.val_json), Path(args.val_images)) if args.val_json else None,
+        max_ap_loss=args.max_ap_loss,
+        source=Path(args.weights).name,
+    )
     out = Path(args.out) if args.out else default_output_path(args.weights, args.format, args.nms, args.int8)
-    model, post, categories, cfg = weights.load_detector(args.weights)
-    source = Path(args.weights).name
-    calib = calibration_files(args.calib, args.calib_count) if args.int8 else None
-    accuracy_set = (args.val_json, args.val_images) if args.val_json else None
-    if args.format == "torchscript":
-        report = export_torchscript_file(model, post, categories, cfg, out, source=source, say=print)
-    elif args.format == "executorch":
-        from detector.deploy.executorch_runtime import export_pte_file
-
-        report = export_pte_file(model, post, categories, cfg, out, int8_calibration_files=calib, source=source,
-                                 accuracy_set=accuracy_set, max_ap_loss=args.max_ap_loss, say=print)  # fmt: skip
-    elif args.format == "openvino":
-        from detector.deploy.openvino_runtime import export_ir_file
-
-        report = export_ir_file(model, post, categories, cfg, out, dynamic_batch=args.dynamic_batch,
-                                int8_calibration_files=calib, accuracy_set=accuracy_set,
-                                max_ap_loss=args.max_ap_loss, source=source, say=print)  # fmt: skip
-    else:
-        report = export_onnx_file(
-            model,
-            post,
-            categories,
-            cfg,
-            out,
-            nms=args.nms,
-            dynamic_batch=args.dynamic_batch,
-            int8_calibration_files=calib,
-            accuracy_set=accuracy_set,
-            max_ap_loss=args.max_ap_loss,
-            source=source,
-            say=print,
-        )
+    if args.int8:
+        options.calibration = calibration_files(args.calib, args.calib_count)
+    report = export(load_model(args.weights), out, options, say=print)
     print(report.describe())
     return 0
 

@@ -3,10 +3,10 @@
     python tools/table6.py [--latency [--runtime NAME]] [--map RESULTS.json ...] [--json]
     python tools/table6.py --write-recipes configs
 
-Counts follow the paper's convention (see detector.complexity): conv weights and biases, no BatchNorm,
+Counts follow the paper's convention (see detector.paper.complexity): conv weights and biases, no BatchNorm,
 MAdds of the convolutions at 320x320. Latency: 1 thread, batch 1, median model time on this CPU, in PyTorch
-eager or with --runtime in ONNX Runtime or OpenVINO, fp32, bf16 or int8 (detector.paper.runtime_latency): the
-paper measured its column with a mobile runtime in fp32 and int8.
+eager or with --runtime in ONNX Runtime, OpenVINO or ExecuTorch, fp32, bf16 or int8
+(benchmarks/table6_latency.py): the paper measured its column with a mobile runtime in fp32 and int8.
 --map takes metrics.json files written by tools/eval_coco.py (their model config names the row) or
 ROW=FILE pairs, e.g. "V3†=runs/v3/metrics.json". --write-recipes DIR writes the 11 paper recipes
 (table6_*_paper.yaml, from detector.paper.table6.recipe_yaml) into DIR and exits.
@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 
-from detector import cli
-from detector.build import build_model
-from detector.errors import UserError
-from detector.paper.complexity import conv_params, multiply_adds
-from detector.paper.runtime_latency import RUNTIMES, model_latency_ms
-from detector.paper.table6 import REFERENCE_ROW, ROWS, recipe_file_name, recipe_yaml, row_for_model, row_named
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ sits beside tools/, not in the package
+from benchmarks.table6_latency import RUNTIMES, model_latency_ms  # noqa: E402
+from detector import cli  # noqa: E402
+from detector.build import build_model  # noqa: E402
+from detector.errors import UserError  # noqa: E402
+from detector.inference.timing import machine  # noqa: E402
+from detector.paper.complexity import conv_params, multiply_adds  # noqa: E402
+from detector.paper.table6 import REFERENCE_ROW, ROWS, recipe_file_name, recipe_yaml, row_for_model, row_named  # noqa: E402
 
 
 def read_map(arg: str) -> tuple[str, float]:
@@ -99,7 +102,9 @@ def print_table(rows: list[dict]) -> None:
         )
     print("params: conv weights + biases, BatchNorm not counted, 91 class slots; MAdds: convolutions at 320x320")
     if ref["runtime"]:
-        print(f"ms CPU: median model time, 1 thread, batch 1, {ref['runtime']}")
+        m = machine()
+        print(f"ms CPU: median model time, 1 thread, batch 1, {ref['runtime']}; {m['cpu']}, {m['cores']} cores, "
+              f"{m['date']}, " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()))  # fmt: skip
 
 
 def main() -> int:

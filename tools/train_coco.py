@@ -30,8 +30,9 @@ from detector.training.faults import FaultInjector
 from detector.training.loop import StopRequest, TrainingInterrupted, fit
 from detector.training.payload import find_resume, restore_training
 from detector.training.run_log import RunLog
+from detector.training.setup import build_training
 from detector.training.state import RunState, seed_everything
-from detector.weights import resolve as weights
+from detector.weights.resolve import initialise
 
 log = logging.getLogger("train_coco")
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "table6_v3_large_reduced_paper.yaml"
@@ -108,29 +109,25 @@ def main() -> int:
         model = None
         if cfg.train.init and resume is None:  # a resumed run has its own weights
             model = build.build_model(cfg.model)
-            log.info(weights.initialise(model, cfg.train.init, cfg.model.backbone, train_set.categories).message())
-        t = build.build_training(cfg, train_set, val_set, dist, model)
+            log.info(initialise(model, cfg.train.init, cfg.model.backbone, train_set.categories).message())
+        t = build_training(cfg, train_set, val_set, dist, model)
         state = RunState()
         if resume is not None:
             state = restore_training(resume, t.model, t.optimizer, t.scheduler, t.scaler, t.ema)
         run_log = RunLog(out_dir, dist.is_main, fresh=resume is None, log_every=cfg.train.log_every)
-        stop, received = StopRequest(), []
+        stop = StopRequest()
 
-        def request_stop(signum, frame):
-            if received and signum == signal.SIGINT:
-                raise KeyboardInterrupt  # a second Ctrl-C stops at once
-            received.append(signum)
+        def request_stop(signum: int) -> None:
             stop.requested = True
             log.warning("%s: saving a checkpoint after this step, then exiting", signal.Signals(signum).name)
 
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
         fault = FaultInjector.from_environment(dist.rank)
-        try:
-            metrics = fit(t, state, out_dir, run_log, stop, fault, args.stop_after_epoch)
-        except TrainingInterrupted as exc:
-            print(str(exc), file=sys.stderr)
-            return 128 + (received[0] if received else signal.SIGINT)
+        with cli.stop_requests(request_stop) as received:
+            try:
+                metrics = fit(t, state, out_dir, run_log, stop, fault, args.stop_after_epoch)
+            except TrainingInterrupted as exc:
+                print(str(exc), file=sys.stderr)
+                return 128 + (received[0] if received else signal.SIGINT)
         if dist.is_main and metrics:
             log.info("final AP %.4f AP50 %.4f; checkpoints in %s", metrics["AP"], metrics["AP50"], out_dir)
     finally:

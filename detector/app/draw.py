@@ -65,7 +65,7 @@ def display_problem() -> str | None:
     if gui.upper() == "NONE":
         return (
             "--show: this OpenCV build has no GUI (opencv-python-headless, which albumentations installs); on a "
-            "desktop, `python tools/setup_opencv.py` switches to opencv-python - or drop --show and use --output-dir"
+            "desktop, `python scripts/setup_opencv.py` switches to opencv-python - or drop --show and use --output-dir"
         )
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return "--show: no display (DISPLAY and WAYLAND_DISPLAY are unset); drop --show and use --output-dir"

@@ -1,8 +1,8 @@
 """What a detection run writes: annotated images or an .mp4, the JSON lines file, and the live window.
 
-Frames arrive as ``Frame`` objects (``image`` (H, W, 3) uint8 RGB) with their detections (a result dict of
-``detector.app.frame_detector``: ``boxes`` (D, 4) float32 xyxy in frame pixels, ``scores``, ``labels`` 1..C,
-``category_ids``, ``names``). The JSON-lines contract, one object per image or video frame:
+Frames arrive as ``Frame`` objects (``image`` (H, W, 3) uint8 RGB) with their ``Detections`` (boxes (D, 4)
+float32 xyxy in frame pixels, scores, labels 1..C, category ids, names). The JSON-lines contract, one object
+per image or video frame, is ``Detections.to_json``:
 
     {"source": str, "frame": int, "width": int, "height": int,
      "detections": [{"bbox": [x1, y1, x2, y2], "score": float, "category_id": int, "name": str}, ...]}
@@ -22,23 +22,9 @@ from detector.app import draw
 from detector.app.sources import Frame
 from detector.app.video_writer import Mp4Writer
 from detector.errors import UserError
+from detector.ssd.detections import Detections
 
 log = logging.getLogger(__name__)
-
-
-def json_record(frame: Frame, det: dict) -> dict:
-    """The JSON-lines object of one frame and its detections (see the module docstring)."""
-    h, w = frame.image.shape[:2]
-    detections = [
-        {
-            "bbox": [round(float(v), 2) for v in box],
-            "score": round(float(score), 5),
-            "category_id": int(cid),
-            "name": name,
-        }
-        for box, score, cid, name in zip(det["boxes"], det["scores"], det["category_ids"], det["names"])
-    ]
-    return {"source": frame.source, "frame": frame.index, "width": w, "height": h, "detections": detections}
 
 
 def inside(folder: Path, name: str) -> Path:
@@ -75,15 +61,15 @@ class Outputs:
             self.json = open(save_json, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.wants_drawing = self.output_dir is not None or self.show
 
-    def write(self, frame: Frame, det: dict, fps: float) -> bool:
-        """Record one frame; False when the user closed the window (q, Esc)."""
+    def write(self, frame: Frame, det: Detections, fps: float) -> bool:
+        """Record one frame and its detections; False when the user closed the window (q, Esc)."""
         if self.json is not None:
-            self.json.write(json.dumps(json_record(frame, det)) + "\n")
+            self.json.write(json.dumps(det.to_json()) + "\n")
             self.json.flush()
         if not self.wants_drawing:
             return True
         bgr = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)
-        draw.draw_detections(bgr, det["boxes"], det["scores"], det["labels"], det["names"])
+        draw.draw_detections(bgr, det.boxes, det.scores, det.labels, det.names)
         if self.video is not None:
             self.video.write(bgr)
         elif self.output_dir is not None:

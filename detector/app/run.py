@@ -1,10 +1,11 @@
 """The detection loop: frames of a source -> detector -> outputs, with Ctrl-C / SIGTERM handling and a summary.
 
 ``run_detection`` reads every frame of an ``open_source`` result (``Frame`` objects, (H, W, 3) uint8 RGB),
-runs a ``FrameDetector`` on it and hands the detections to ``Outputs``. Ctrl-C (SIGINT) and SIGTERM finish the
-frame in progress, then the outputs are finalised (the .mp4 renamed into place, the JSON lines closed); a
-second Ctrl-C stops at once. It returns the report lines (the summary, then what was written) and the exit
-status: 0 at the end of the source or on q / Esc, 128 + the signal number after a signal (130, 143).
+runs a ``detector.app.api.Detector`` on it and hands the ``Detections`` to ``Outputs``. Ctrl-C (SIGINT) and
+SIGTERM finish the frame in progress, then the outputs are finalised (the .mp4 renamed into place, the JSON
+lines closed); a second Ctrl-C stops at once. It returns the report lines (the summary, then what was
+written) and the exit status: 0 at the end of the source or on q / Esc, 128 + the signal number after a signal
+(130, 143).
 Signal handlers can only be installed from the main thread, so call it there.
 
 The three stages overlap, so a run goes at about the rate of its slowest stage instead of the sum of them:
@@ -34,11 +35,13 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from detector.app.frame_detector import FrameDetector
+from detector import cli
+from detector.app.api import Detector
 from detector.app.outputs import Outputs
 from detector.app.sources import Frame, LiveSource
-from detector.deploy.torch_runtime import StageTimes
 from detector.errors import UserError
+from detector.inference.timing import StageTimes
+from detector.ssd.detections import Detections
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +155,7 @@ class InlineSink:
         self.outputs = outputs
         self.ms = 0.0  # milliseconds spent drawing and writing
 
-    def write(self, frame: Frame, det: dict, fps: float) -> bool:
+    def write(self, frame: Frame, det: Detections, fps: float) -> bool:
         t0 = time.perf_counter()
         try:
             return self.outputs.write(frame, det, fps)
@@ -187,7 +190,7 @@ class WriterSink:
                 self.error = exc
             self.ms += (time.perf_counter() - t0) * 1e3
 
-    def write(self, frame: Frame, det: dict, fps: float) -> bool:
+    def write(self, frame: Frame, det: Detections, fps: float) -> bool:
         if self.error is not None:
             raise self.error
         self.queue.put((frame, det, fps))
@@ -202,7 +205,7 @@ class WriterSink:
 
 
 def run_detection(
-    detector: FrameDetector,
+    detector: Detector,
     source,
     output_dir: str | Path | None = None,
     save_json: str | Path | None = None,
@@ -215,15 +218,13 @@ def run_detection(
     """
     stopped, exit_code = "", 0
 
-    def on_signal(signum: int, _frame: object) -> None:
+    def on_signal(signum: int) -> None:
         """Ctrl-C (SIGINT) or SIGTERM: finish the current frame, then finalise the outputs."""
         nonlocal stopped, exit_code
         stopped, exit_code = f"interrupted by {signal.Signals(signum).name}", 128 + signum
         if isinstance(source, LiveSource):
             source.stop()
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     outputs, feed, sink, frames, read_ms, fps = None, None, None, 0, 0.0, 0.0
     start = time.perf_counter()
     try:
@@ -238,27 +239,26 @@ def run_detection(
         feed = DirectFeed(iter(source)) if source.live else ReaderFeed(iter(source))
         sink = InlineSink(outputs) if show else WriterSink(outputs)
         last = time.perf_counter()
-        with bar, logging_redirect_tqdm():
-            while not stopped:
-                item = feed.get()
-                if item is None:
-                    break
-                frame, ms = item
-                det = detector(frame.image)
-                done = time.perf_counter()
-                rate = 1.0 / max(done - last, 1e-6)  # the output rate: between consecutive detections finishing
-                fps, last = (0.9 * fps + 0.1 * rate if frames else rate), done
-                if not sink.write(frame, det, fps):
-                    stopped = "quit"
-                read_ms += ms
-                frames += 1
-                bar.update(1)
-        sink.finish()
+        with cli.stop_requests(on_signal):
+            with bar, logging_redirect_tqdm():
+                while not stopped:
+                    item = feed.get()
+                    if item is None:
+                        break
+                    frame, ms = item
+                    det = detector(frame.image).at(frame.source, frame.index)
+                    done = time.perf_counter()
+                    rate = 1.0 / max(done - last, 1e-6)  # the output rate: between consecutive detections finishing
+                    fps, last = (0.9 * fps + 0.1 * rate if frames else rate), done
+                    if not sink.write(frame, det, fps):
+                        stopped = "quit"
+                    read_ms += ms
+                    frames += 1
+                    bar.update(1)
+            sink.finish()
         if sink.error is not None:
             raise sink.error
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if feed is not None:
             feed.close()
         if sink is not None:

@@ -6,11 +6,12 @@ Each family file turns its paper table into a list of ``BlockSpec`` rows; this m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from detector.backbones.layers import TF_BATCH_NORM, ConvBNAct, InvertedResidual, NormLayer, activation
+from detector.backbones.layers import TF_BATCH_NORM, ConvBNAct, InvertedResidual, NormLayer, activation, make_divisible
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,40 @@ class BlockSpec:
     act: str  # RE, RE6 or HS
     se_ch: int = 0  # squeeze width; 0 means no squeeze-and-excite
     residual: bool = True
+
+
+class Stage(NamedTuple):
+    """A row of the MobileNetV2 and MnasNet tables: ``repeats`` blocks of ``expansion`` x their input width, the
+    first with ``stride``; ``c4`` marks the stage whose first block's expansion is the SSDLite C4 tap."""
+
+    expansion: int  # t
+    out: int  # c
+    repeats: int  # n
+    stride: int  # s of the first block
+    kernel: int = 3
+    se: bool = False  # squeeze-and-excite, its width a share of the block's input channels
+    skip: bool = True  # residual connections where the shapes allow them
+    c4: bool = False
+
+
+def stage_blocks(stages: tuple[Stage, ...], stem_ch: int, width: float, act: str,
+                 se_ratio: float = 0.25) -> tuple[list[BlockSpec], int]:  # fmt: skip
+    """The block rows of a stage table scaled by ``width`` (every width rounded to a multiple of 8, at least 8:
+    the rule that reproduces Table 6's 0.35 / 0.5 rows), after a stem of ``stem_ch``; and the C4 block index."""
+    specs: list[BlockSpec] = []
+    in_ch, c4_block = stem_ch, -1
+    for stage in stages:
+        out = make_divisible(stage.out * width)
+        if stage.c4:
+            c4_block = len(specs)
+        for i in range(stage.repeats):
+            se = max(1, int(in_ch * se_ratio)) if stage.se else 0
+            stride = stage.stride if i == 0 else 1
+            specs.append(BlockSpec(in_ch, in_ch * stage.expansion, out, stage.kernel, stride, act, se, stage.skip))
+            in_ch = out
+    if c4_block < 0:
+        raise ValueError("the stage table marks no C4 stage")
+    return specs, c4_block
 
 
 @dataclass(frozen=True)
@@ -66,7 +101,18 @@ class InvertedResidualNet(nn.Module):
         self.specs = list(blocks)
         self.stem = ConvBNAct(3, stem_ch, 3, 2, act=stem_act, **bn)
         self.blocks = nn.ModuleList(
-            InvertedResidual(s.in_ch, s.exp_ch, s.out_ch, s.kernel, s.stride, s.act, s.se_ch, se_gate, s.residual, **bn)
+            InvertedResidual(
+                s.in_ch,
+                s.exp_ch,
+                s.out_ch,
+                s.kernel,
+                s.stride,
+                act=s.act,
+                se_channels=s.se_ch,
+                se_gate=se_gate,
+                residual=s.residual,
+                **bn,
+            )  # fmt: skip
             for s in blocks
         )
         self.last_conv = ConvBNAct(blocks[-1].out_ch, last_ch, 1, act=last_act, **bn)

@@ -7,30 +7,18 @@ first 160-channel block (stride 16), C5 the last 1x1 convolution.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
-from detector.backbones.inverted_residual_net import BlockSpec, InvertedResidualNet
+from detector.backbones.inverted_residual_net import InvertedResidualNet, Stage, stage_blocks
 from detector.backbones.layers import TF_BATCH_NORM, NormLayer, make_divisible
 
-
-class Stage(NamedTuple):
-    repeats: int
-    kernel: int
-    stride: int
-    expansion: int
-    out: int
-    se: bool
-
-
-# The TF reference rows "r1_k3_s11_e1_i32_o16_noskip" ... "r1_k3_s11_e6_i160_o320".
+# The TF reference rows "r1_k3_s11_e1_i32_o16_noskip" ... "r1_k3_s11_e6_i160_o320": Stage(e, o, r, s, k, se).
 STAGES = (
-    Stage(1, 3, 1, 1, 16, False),  # SepConv, no skip
-    Stage(2, 3, 2, 6, 24, False),
-    Stage(3, 5, 2, 3, 40, True),
-    Stage(4, 3, 2, 6, 80, False),
-    Stage(2, 3, 1, 6, 112, True),
-    Stage(3, 5, 2, 6, 160, True),  # its first block's expansion is C4
-    Stage(1, 3, 1, 6, 320, False),
+    Stage(1, 16, 1, 1, 3, skip=False),  # SepConv, no skip
+    Stage(6, 24, 2, 2, 3),
+    Stage(3, 40, 3, 2, 5, se=True),
+    Stage(6, 80, 4, 2, 3),
+    Stage(6, 112, 2, 1, 3, se=True),
+    Stage(6, 160, 3, 2, 5, se=True, c4=True),  # its first block's expansion is C4
+    Stage(6, 320, 1, 1, 3),
 )
 STEM, LAST_CONV = 32, 1280
 SE_RATIO = 0.25  # of the block's input channels, as in the MnasNet reference code
@@ -38,30 +26,6 @@ SE_RATIO = 0.25  # of the block's input channels, as in the MnasNet reference co
 
 def mnasnet_a1_backbone(width: float = 1.0, norm_layer: NormLayer = TF_BATCH_NORM) -> InvertedResidualNet:
     """Detection backbone (no classifier); every width, the last conv included, follows the multiplier."""
-
-    def scale(c: float) -> int:
-        return make_divisible(c * width)
-
-    specs: list[BlockSpec] = []
-    in_ch = scale(STEM)
-    c4_block = 0
-    for stage in STAGES:
-        out = scale(stage.out)
-        if stage.out == 160:
-            c4_block = len(specs)
-        for i in range(stage.repeats):
-            se = max(1, int(in_ch * SE_RATIO)) if stage.se else 0
-            specs.append(
-                BlockSpec(
-                    in_ch,
-                    in_ch * stage.expansion,
-                    out,
-                    stage.kernel,
-                    stage.stride if i == 0 else 1,
-                    "RE",
-                    se,
-                    residual=stage.expansion > 1,
-                )
-            )
-            in_ch = out
-    return InvertedResidualNet(scale(STEM), "RE", specs, scale(LAST_CONV), "RE", c4_block, None, "sigmoid", norm_layer)
+    stem, last = make_divisible(STEM * width), make_divisible(LAST_CONV * width)
+    specs, c4_block = stage_blocks(STAGES, stem, width, "RE", SE_RATIO)
+    return InvertedResidualNet(stem, "RE", specs, last, "RE", c4_block, se_gate="sigmoid", norm_layer=norm_layer)

@@ -6,26 +6,17 @@ SSDLite on V2 (MobileNetV2 paper, section 6.2): C4 is the expansion of the first
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
-from detector.backbones.inverted_residual_net import BlockSpec, InvertedResidualNet
+from detector.backbones.inverted_residual_net import InvertedResidualNet, Stage, stage_blocks
 from detector.backbones.layers import TF_BATCH_NORM, NormLayer, make_divisible
 
-
-class Stage(NamedTuple):
-    expansion: int  # t
-    out: int  # c
-    repeats: int  # n
-    stride: int  # s of the first block
-
-
+# Table 2 of the MobileNetV2 paper: Stage(t, c, n, s).
 STAGES = (
     Stage(1, 16, 1, 1),
     Stage(6, 24, 2, 2),
     Stage(6, 32, 3, 2),
     Stage(6, 64, 4, 2),
     Stage(6, 96, 3, 1),
-    Stage(6, 160, 3, 2),  # its first block's expansion is C4
+    Stage(6, 160, 3, 2, c4=True),  # its first block's expansion is C4
     Stage(6, 320, 1, 1),
 )
 STEM, LAST_CONV = 32, 1280
@@ -35,21 +26,6 @@ def mobilenet_v2_backbone(width: float = 1.0, norm_layer: NormLayer = TF_BATCH_N
     """Detection backbone (no classifier). Every layer, the last 1x1 conv included, is scaled by the width
     multiplier and rounded to a multiple of 8 (at least 8): the rule that reproduces Table 6's 0.35 / 0.5 rows.
     """
-
-    def scale(c: float) -> int:
-        return make_divisible(c * width)
-
-    specs: list[BlockSpec] = []
-    in_ch = scale(STEM)
-    c4_block = 0
-    for stage in STAGES:
-        out = scale(stage.out)
-        if stage.out == 160:
-            c4_block = len(specs)
-        for i in range(stage.repeats):
-            exp = make_divisible(in_ch * stage.expansion) if stage.expansion > 1 else in_ch
-            specs.append(BlockSpec(in_ch, exp, out, 3, stage.stride if i == 0 else 1, "RE6"))
-            in_ch = out
-    return InvertedResidualNet(
-        scale(STEM), "RE6", specs, scale(LAST_CONV), "RE6", c4_block, None, norm_layer=norm_layer
-    )
+    stem, last = make_divisible(STEM * width), make_divisible(LAST_CONV * width)
+    specs, c4_block = stage_blocks(STAGES, stem, width, "RE6")
+    return InvertedResidualNet(stem, "RE6", specs, last, "RE6", c4_block, norm_layer=norm_layer)

@@ -23,6 +23,7 @@ class Bneck(NamedTuple):
     se: bool
     act: str
     stride: int
+    c4: bool = False  # its 1x1 expansion output is the SSDLite C4 tap (section 6.3)
 
 
 # Table 1: MobileNetV3-Large. Input 224^2 x 3 -> conv2d 3x3 16 HS s2 -> these -> conv2d 1x1 960 HS.
@@ -39,7 +40,7 @@ LARGE = (
     Bneck(3, 184, 80, False, "HS", 1),
     Bneck(3, 480, 112, True, "HS", 1),
     Bneck(3, 672, 112, True, "HS", 1),
-    Bneck(5, 672, 160, True, "HS", 2),  # 13th bneck: its expansion is the SSDLite C4 tap
+    Bneck(5, 672, 160, True, "HS", 2, c4=True),  # the 13th bneck
     Bneck(5, 960, 160, True, "HS", 1),
     Bneck(5, 960, 160, True, "HS", 1),
 )
@@ -55,7 +56,7 @@ SMALL = (
     Bneck(5, 240, 40, True, "HS", 1),
     Bneck(5, 120, 48, True, "HS", 1),
     Bneck(5, 144, 48, True, "HS", 1),
-    Bneck(5, 288, 96, True, "HS", 2),  # 9th bneck: its expansion is the SSDLite C4 tap
+    Bneck(5, 288, 96, True, "HS", 2, c4=True),  # the 9th bneck
     Bneck(5, 576, 96, True, "HS", 1),
     Bneck(5, 576, 96, True, "HS", 1),
 )
@@ -79,7 +80,7 @@ def block_specs(variant: str, width: float = 1.0, reduced_tail: bool = False) ->
     expansions after it; the last conv follows (6x the last output).
     """
     rows, last_conv, _ = _rows(variant)
-    c4_block = len(rows) - 3
+    c4_block = next(i for i, row in enumerate(rows) if row.c4)
     specs: list[BlockSpec] = []
     in_ch = make_divisible(STEM_CHANNELS * width)
     for i, row in enumerate(rows):
@@ -119,12 +120,12 @@ def mobilenet_v3(
         make_divisible(STEM_CHANNELS * width),
         "HS",
         specs,
-        last,
-        "HS",
-        c4_block,
-        classifier,
-        "hsigmoid",
-        norm_layer,
+        last_ch=last,
+        last_act="HS",
+        c4_block=c4_block,
+        classifier=classifier,
+        se_gate="hsigmoid",
+        norm_layer=norm_layer,
     )
 
 

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from detector.data.image_io import preprocess
+from detector.data.synthetic import synthetic_frames
 from detector.ssd.postprocess import PostProcessor
 
 # An export matches PyTorch when no box coordinate differs by more than BOX_ATOL pixels and no score by
@@ -52,15 +54,11 @@ class Parity:
         return text
 
 
-def sample_inputs(size: tuple[int, int], count: int = 2, seed: int = 0) -> list[np.ndarray]:
-    """``count`` (1, 3, H, W) float32 inputs: smooth random images, as varied as real ones in their outputs."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(count):
-        low = torch.rand(1, 3, size[0] // 8 + 1, size[1] // 8 + 1, generator=g)
-        image = torch.nn.functional.interpolate(low, size=size, mode="bilinear", align_corners=False)
-        out.append((image + 0.05 * torch.rand(1, 3, *size, generator=g)).clamp(0, 1).numpy())
-    return out
+def sample_inputs(size: tuple[int, int], count: int = 2, dynamic: bool = False) -> list[np.ndarray]:
+    """``count`` model inputs (1, 3, H, W) float32 of synthetic frames, as varied as real images in their
+    outputs; with ``dynamic`` (a graph of any batch size) one batch of all of them, then the first alone."""
+    inputs = [preprocess([frame], size).numpy() for frame in synthetic_frames(count, *size)]
+    return [np.concatenate(inputs), inputs[0]] if dynamic else inputs
 
 
 def raw_parity(run: Callable[[np.ndarray], list[np.ndarray]], reference: Callable, inputs: list[np.ndarray]) -> Parity:

@@ -1,16 +1,18 @@
-"""The export pipeline: checkpoint -> raw ONNX graph -> parity check -> (NMS graph) -> (int8) -> file; TorchScript.
+"""The one export pipeline: write -> parity with PyTorch -> (NMS graph) -> (int8 -> drift report) -> accuracy
+gate -> atomic move into place. Each format (``FORMATS``) supplies only its writer and runner.
 
-Every exported graph takes ``images`` (N, 3, H, W) float32 RGB in [0, 1] at the model's input size (N fixed
-at 1, or dynamic) and returns either the raw outputs ``boxes`` (N, A, 4) float32 xyxy input pixels and
-``scores`` (N, A, C) float32, or with NMS ``det_batch`` (D,) int64, ``det_boxes`` (D, 4) float32 xyxy input
-pixels, ``det_scores`` (D,) float32 and ``det_labels`` (D,) int64 1..C (see ``detector.deploy.onnx_export``).
+Every file takes ``images`` (N, 3, H, W) float32 RGB in [0, 1] at the model's input size and returns raw or
+NMS outputs (``detector.deploy.exported``). Checks, in order, all in a temporary folder:
 
-``OnnxExporter`` exports the raw graph of a model once (BatchNorm folded) into a temporary folder and, with
-``check``, compares it with the unfolded PyTorch model on sample inputs; it then writes fp32 and int8, raw and
-NMS variants beside it. A mismatch (``detector.deploy.parity``: boxes > 0.01 px or scores > 1e-4 apart, or
-other detections) is a UserError and nothing is written. ``export_onnx_file`` / ``export_torchscript_file``
-run the whole pipeline for one output file. Report lines (parity, int8 drift, accuracy) go to ``say``,
-``log.info`` unless the caller passes e.g. ``print``.
+1. parity: the fp32 file against the checkpoint (BatchNorm unfolded) on synthetic inputs, raw outputs within
+   ``parity.BOX_ATOL`` px and ``parity.SCORE_ATOL``; an NMS graph against our ``PostProcessor`` on the raw
+   outputs the same runtime computes;
+2. int8: the drift of its raw outputs from fp32 on the calibration images, reported (int8 moves outputs by
+   design); an int8 NMS graph's agreement is reported too (int8 scores tie often);
+3. accuracy (with a labelled set): COCO AP of fp32 and of each reduced precision; one that loses more than
+   ``max_ap_loss`` AP points fails.
+
+A failed check is a UserError and nothing is written; report lines go to ``say``.
 """
 
 from __future__ import annotations
@@ -23,21 +25,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 
-from detector.config import Config
-from detector.deploy.onnx_export import RawOutputs, append_nms, export_raw, metadata, save
-from detector.deploy.onnx_runtime import OnnxDetector, session
+from detector.build import LoadedModel
+from detector.deploy.calibration import calibration_batches
+from detector.deploy.executorch_format import ExecuTorchFormat
+from detector.deploy.formats import ExportJob, Format
+from detector.deploy.onnx_format import OnnxFormat
+from detector.deploy.openvino_format import OpenVinoFormat
 from detector.deploy.parity import Parity, drift_line, int8_drift, nms_parity, raw_parity, sample_inputs
-from detector.deploy.quantize import ImageCalibration, calibration_batches, quantize_raw
-from detector.deploy.torchscript import export_torchscript, load_torchscript
+from detector.deploy.torchscript_format import TorchScriptFormat
 from detector.errors import UserError
 from detector.evaluation.detector_accuracy import accuracy_lines, coco_accuracy
-from detector.ssd.postprocess import PostProcessor
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
+FORMATS: dict[str, Format] = {f.name: f for f in (OnnxFormat(), OpenVinoFormat(), ExecuTorchFormat(),
+                                                  TorchScriptFormat())}  # fmt: skip
+
+
+@dataclass
+class ExportOptions:
+    """What to write: ``format`` (a key of ``FORMATS``), ``nms`` (post-processing in the graph, ONNX),
+    ``dynamic_batch``, ``calibration`` (image files: int8 calibrated on them), ``accuracy_set`` (annotation
+    JSON, image folder: the accuracy gate) with ``max_ap_loss`` (AP points, 0-100), ``source`` (recorded in
+    the file; default the model's) and ``check`` (False skips the parity check, e.g. for random weights)."""
+
+    format: str = "onnx"
+    nms: bool = False
+    dynamic_batch: bool = False
+    calibration: list[Path] | None = None
+    accuracy_set: tuple[Path, Path] | None = None
+    max_ap_loss: float = 1.0
+    source: str | None = None
+    check: bool = True
 
 
 @dataclass
@@ -45,7 +66,7 @@ class ExportReport:
     """What an export wrote and the checks it passed (None where a check did not run)."""
 
     path: Path
-    format: str  # onnx | openvino | executorch | torchscript
+    format: str
     outputs: str = "raw"  # raw | nms
     precision: str = "fp32"  # fp32 | int8
     dynamic_batch: bool = False
@@ -57,30 +78,34 @@ class ExportReport:
 
     def describe(self) -> str:
         """The final ``wrote ...`` line."""
-        if self.format == "torchscript":
-            return f"wrote {self.path} (TorchScript, raw outputs)"
-        batch = "dynamic" if self.dynamic_batch else 1
-        size = self.path.stat().st_size / 1e6
-        if self.format == "executorch":
-            return f"wrote {self.path} (ExecuTorch XNNPACK, raw, {self.precision}, batch 1, {size:.1f} MB)"
-        if self.format == "openvino":
-            size += self.path.with_suffix(".bin").stat().st_size / 1e6
-            return f"wrote {self.path} + .bin (OpenVINO IR, raw, {self.precision}, batch {batch}, {size:.1f} MB)"
-        return f"wrote {self.path} ({self.outputs} outputs, {self.precision}, batch {batch}, {size:.1f} MB)"
+        return FORMATS[self.format].describe(self.path, self.outputs, self.precision, self.dynamic_batch)
 
 
 def default_output_path(weights: str | Path, fmt: str = "onnx", nms: bool = False, int8: bool = False) -> Path:
-    """Next to the checkpoint: CKPT.torchscript.pt, CKPT.onnx, CKPT.nms.onnx, CKPT.int8.onnx, CKPT.nms.int8.onnx,
-    CKPT.xml, CKPT.int8.xml (OpenVINO), CKPT.pte, CKPT.int8.pte (ExecuTorch)."""
-    weights = Path(weights)
-    if fmt == "torchscript":
-        return weights.with_suffix(".torchscript.pt")
-    suffix = {"openvino": ".xml", "executorch": ".pte"}.get(fmt, ".onnx")
-    return weights.with_suffix((".nms" if nms else "") + (".int8" if int8 else "") + suffix)
+    """Next to the checkpoint: CKPT.onnx, CKPT.nms.onnx, CKPT.int8.onnx, CKPT.nms.int8.onnx, CKPT.xml,
+    CKPT.int8.xml (OpenVINO), CKPT.pte, CKPT.int8.pte (ExecuTorch), CKPT.torchscript.pt."""
+    return Path(weights).with_suffix((".nms" if nms else "") + (".int8" if int8 else "") + FORMATS[fmt].suffix)
 
 
-def check_accuracy(rows: dict[str, dict[str, float]], ann: str | Path, max_ap_loss: float, out: Path | str,
-                   say: Say) -> None:  # fmt: skip
+def check_options(format_name: str, nms: bool = False, int8: bool = False, dynamic_batch: bool = False) -> None:
+    """A UserError when format ``format_name`` cannot write what is asked for."""
+    fmt = FORMATS[format_name]
+    if nms and not fmt.nms:
+        raise UserError(f"--nms applies to --format {', '.join(f for f in FORMATS if FORMATS[f].nms)}")
+    if int8 and not fmt.int8:
+        raise UserError(f"--int8 applies to --format {', '.join(f for f in FORMATS if FORMATS[f].int8)}")
+    if dynamic_batch and fmt.batch == "one":
+        raise UserError(f"--dynamic-batch: --format {fmt.name} files take batch 1")
+
+
+def check_parity(name: str, parity: Parity, out: Path, say: Say) -> Parity:
+    say(f"{name}: {parity.describe()}")
+    if not parity.ok:
+        raise UserError(f"{out}: the exported model does not match PyTorch ({parity.describe()}); nothing written")
+    return parity
+
+
+def check_accuracy(rows: dict[str, dict[str, float]], ann: Path, max_ap_loss: float, out: Path, say: Say) -> None:
     """Print the AP table of ``rows`` ("fp32" first) and refuse a row more than ``max_ap_loss`` AP points
     (0-100 scale) below fp32: a UserError, nothing written."""
     for line in accuracy_lines(rows, ann):
@@ -93,160 +118,59 @@ def check_accuracy(rows: dict[str, dict[str, float]], ann: str | Path, max_ap_lo
                             f"{max_ap_loss:g}, --max-ap-loss); nothing written")  # fmt: skip
 
 
-def sample_batches(size: tuple[int, int], dynamic: bool) -> list[np.ndarray]:
-    """Two sample images as the graph takes them: if dynamic one batch of both and a single one, else one by one."""
-    inputs = sample_inputs(size, 2)
-    return [np.concatenate(inputs), inputs[0]] if dynamic else inputs
+def export(loaded: LoadedModel, out: str | Path, options: ExportOptions, say: Say = log.info) -> ExportReport:
+    """Write, check and move into place the export of ``loaded`` that ``options`` describe, at ``out``."""
+    check_options(options.format, options.nms, bool(options.calibration), options.dynamic_batch)
+    fmt, out = FORMATS[options.format], Path(out)
+    dynamic = fmt.batch == "dynamic" or (options.dynamic_batch and fmt.batch == "any")
+    job = ExportJob(loaded, dynamic, loaded.source if options.source is None else options.source)
+    reference = job.raw_graph()
+    size, post = job.input_size, loaded.post
 
-
-def check_parity(name: str, parity: Parity, out: Path | str, say: Say) -> Parity:
-    say(f"{name}: {parity.describe()}")
-    if not parity.ok:
-        raise UserError(f"{out}: the exported model does not match PyTorch ({parity.describe()}); nothing written")
-    return parity
-
-
-def _runner(sess) -> Callable[[np.ndarray], list[np.ndarray]]:
-    return lambda x: sess.run(None, {"images": x})
-
-
-class OnnxExporter:
-    """The raw ONNX graph of ``model`` in a temporary folder, and its fp32 / int8, raw / NMS variants.
-
-    ``out`` is the file being made (named in errors); ``source`` goes into the metadata (``detector.source``).
-    The files returned by ``fp32`` and ``int8`` live until ``close()`` (or the end of a ``with`` block).
-    """
-
-    def __init__(self, model: torch.nn.Module, post: PostProcessor, categories: list[dict], cfg: Config, *,
-                 dynamic_batch: bool = False, source: str = "", out: Path | str = "export", check: bool = True,
-                 say: Say = log.info) -> None:  # fmt: skip
-        self.post, self.categories, self.cfg = post, categories, cfg
-        self.dynamic_batch, self.source, self.out, self.check, self.say = dynamic_batch, source, out, check, say
-        self._tmp = tempfile.TemporaryDirectory()
-        self.dir = Path(self._tmp.name)
-        self.raw_path = self.dir / "raw.onnx"
-        self.inputs = sample_batches(post.input_size, dynamic_batch)
-        self.reference = RawOutputs(model, post).eval()  # the checkpoint as it is, BatchNorm unfolded
-        self.report = ExportReport(self.raw_path, "onnx", dynamic_batch=dynamic_batch)
-        try:
-            export_raw(model, post, self.raw_path, dynamic_batch)
-            self.fp32_raw = session(self.raw_path)
-            if check:
-                parity = raw_parity(_runner(self.fp32_raw), self.torch_raw, self.inputs)
-                self.report.raw_parity = check_parity("ONNX Runtime vs PyTorch (raw outputs)", parity, out, say)
-        except BaseException:
-            self.close()
-            raise
-
-    def torch_raw(self, x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """The checkpoint's raw outputs (BatchNorm unfolded) on a (N, 3, H, W) float32 batch: the reference."""
+    def torch_raw(x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
-            return self.reference(torch.from_numpy(x))
+            return reference(torch.from_numpy(x))
 
-    def _props(self, nms: bool, precision: str) -> dict[str, str]:
-        outputs = "nms" if nms else "raw"
-        return metadata(self.cfg, self.post, self.categories, outputs, precision, self.source)
-
-    def _save(self, raw_path: Path, nms: bool, precision: str, path: Path) -> Path:
-        graph = onnx.load(str(raw_path))
-        save(append_nms(graph, self.post, self.dynamic_batch) if nms else graph, path, self._props(nms, precision))
-        return path
-
-    def fp32(self, nms: bool = False) -> Path:
-        """The fp32 file (raw outputs, or with ``nms`` the NMS graph, checked against our PostProcessor)."""
-        path = self.dir / ("fp32.nms.onnx" if nms else "fp32.onnx")
-        if path.exists():
-            return path
-        self._save(self.raw_path, nms, "fp32", path)
-        if nms and self.check:  # the NMS graph is checked on fp32, where scores rarely tie
-            # against our PostProcessor on the raw outputs the graph itself computes (the raw graph was checked
-            # against PyTorch above): last-bit differences between runtimes cannot flip a near-tie NMS decision
-            parity = nms_parity(_runner(session(path)), _runner(self.fp32_raw), self.post, self.inputs)
-            name = "ONNX NMS graph vs PyTorch post-processing"
-            self.report.nms_parity = check_parity(name, parity, self.out, self.say)
-        return path
-
-    def int8(self, calibration_files: list[Path], nms: bool = False) -> Path:
-        """The int8 file, quantised with min/max ranges of ``calibration_files`` (images); with ``check`` the
-        drift of its raw outputs from fp32 is reported (and with ``nms`` its NMS graph against ours)."""
-        size = self.post.input_size
-        int8_raw_path = self.dir / "raw.int8.onnx"
-        if not int8_raw_path.exists():
-            quantize_raw(self.raw_path, int8_raw_path, ImageCalibration(calibration_files, size))
-        path = self._save(int8_raw_path, nms, "int8", self.dir / ("int8.nms.onnx" if nms else "int8.onnx"))
-        if not self.check:
-            return path
-        int8_raw = session(int8_raw_path)
-        images = calibration_batches(calibration_files[:8], size, desc="int8 check")
-        drift = self.report.int8_drift = int8_drift(_runner(self.fp32_raw), _runner(int8_raw), images)
-        self.say(drift_line(drift, len(images)))
-        if nms:  # int8 scores tie often; NMS may then keep another of the equal-scored boxes: report only
-            parity = nms_parity(_runner(session(path)), _runner(int8_raw), self.post, images[:2])
-            self.report.int8_nms_parity = parity
-            self.say(f"int8 NMS graph vs PyTorch post-processing of the int8 raw outputs: {parity.describe()}")
-        return path
-
-    def close(self) -> None:
-        self._tmp.cleanup()
-
-    def __enter__(self) -> OnnxExporter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def export_onnx_file(model: torch.nn.Module, post: PostProcessor, categories: list[dict], cfg: Config,
-                     out: str | Path, *, nms: bool = False, dynamic_batch: bool = False,
-                     int8_calibration_files: list[Path] | None = None,
-                     accuracy_set: tuple[str | Path, str | Path] | None = None, max_ap_loss: float = 1.0,
-                     source: str = "", say: Say = log.info) -> ExportReport:  # fmt: skip
-    """Export, check and write one ONNX file at ``out``: fp32, or int8 when ``int8_calibration_files`` are
-    given, raw outputs or with ``nms`` the NMS graph. ``accuracy_set`` (annotation JSON, image folder) also
-    scores fp32 and the int8 file on that COCO-format set (AP, AP50), and int8 may lose at most
-    ``max_ap_loss`` AP points. Nothing is written when a check fails."""
-    out = Path(out)
-    with OnnxExporter(
-        model, post, categories, cfg, dynamic_batch=dynamic_batch, source=source, out=out, say=say
-    ) as exporter:
-        fp32 = final = exporter.fp32(nms)
-        report = exporter.report
-        if int8_calibration_files:
-            final = exporter.int8(int8_calibration_files, nms)
-            report.precision = "int8"
-        if accuracy_set:
-            ann, images = accuracy_set
-            files = {"fp32": fp32, **({"int8": final} if final != fp32 else {})}
-            for name, path in files.items():
-                report.accuracy[name] = coco_accuracy(OnnxDetector(path), ann, images, desc=f"{name} eval")
-            check_accuracy(report.accuracy, ann, max_ap_loss, out, say)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(final, out)
-    report.path, report.outputs = out, ("nms" if nms else "raw")
-    return report
-
-
-def export_torchscript_file(model: torch.nn.Module, post: PostProcessor, categories: list[dict], cfg: Config,
-                            out: str | Path, *, source: str = "", say: Say = log.info) -> ExportReport:  # fmt: skip
-    """Trace the raw graph (BatchNorm folded), reload it, check it against PyTorch and write it at ``out``."""
-    out = Path(out)
-    props = metadata(cfg, post, categories, "raw", "fp32", source)
-    reference = RawOutputs(model, post).eval()
+    report = ExportReport(out, fmt.name, "nms" if options.nms else "raw", dynamic_batch=dynamic)
     with tempfile.TemporaryDirectory() as tmp:
-        tmp_out = Path(tmp) / "model.pt"
-        export_torchscript(model, post, tmp_out, props)
-        module, _ = load_torchscript(tmp_out)
-
-        def run(x: np.ndarray) -> list[np.ndarray]:
-            with torch.inference_mode():
-                return [t.numpy() for t in module(torch.from_numpy(x))]
-
-        def torch_raw(x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-            with torch.inference_mode():
-                return reference(torch.from_numpy(x))
-
-        parity = raw_parity(run, torch_raw, sample_batches(post.input_size, True))
-        check_parity("TorchScript vs PyTorch", parity, out, say)
+        folder = Path(tmp)
+        fp32 = folder / f"fp32{fmt.suffix}"
+        fmt.write(job, fp32)
+        fp32_runner = fmt.open(fp32)
+        inputs = sample_inputs(size, 2, dynamic)
+        if options.check:
+            parity = raw_parity(fp32_runner.infer, torch_raw, inputs)
+            report.raw_parity = check_parity(f"{fmt.title} vs PyTorch (raw outputs)", parity, out, say)
+        files = {"fp32": fp32}
+        if options.nms:
+            files["fp32"] = folder / f"fp32.nms{fmt.suffix}"
+            fmt.write_nms(job, fp32, files["fp32"], "fp32")
+            if options.check:  # checked on fp32, where scores rarely tie, against the same runtime's raw outputs
+                parity = nms_parity(fmt.open(files["fp32"]).infer, fp32_runner.infer, post, inputs)
+                report.nms_parity = check_parity(f"{fmt.title} NMS graph vs our post-processing", parity, out, say)
+        if options.calibration:
+            batches = calibration_batches(options.calibration, size)
+            int8 = folder / f"int8{fmt.suffix}"
+            fmt.write_int8(job, fp32, batches, int8)
+            int8_runner, report.precision = fmt.open(int8), "int8"
+            report.int8_drift = int8_drift(fp32_runner.infer, int8_runner.infer, batches[:8])
+            say(drift_line(report.int8_drift, len(batches[:8])))
+            files["int8"] = int8
+            if options.nms:  # int8 scores tie often; NMS may then keep another of the equal-scored boxes: report
+                files["int8"] = folder / f"int8.nms{fmt.suffix}"
+                fmt.write_nms(job, int8, files["int8"], "int8")
+                parity = nms_parity(fmt.open(files["int8"]).infer, int8_runner.infer, post, batches[:2])
+                report.int8_nms_parity = parity
+                say(f"int8 NMS graph vs our post-processing of the int8 raw outputs: {parity.describe()}")
+        if options.accuracy_set:
+            ann, images = options.accuracy_set
+            runners = fmt.accuracy_runners(files)
+            report.accuracy = {name: coco_accuracy(r, ann, images, desc=f"{name} eval") for name, r in runners.items()}
+            check_accuracy(report.accuracy, Path(ann), options.max_ap_loss, out, say)
+        final = files["int8" if options.calibration else "fp32"]
         out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(tmp_out, out)
-    return ExportReport(out, "torchscript", dynamic_batch=True, raw_parity=parity)
+        for made, target in zip(fmt.paths(final), fmt.paths(out)):  # an IR's .bin before its .xml
+            shutil.move(made, target.with_name(target.name + ".part"))
+        for target in reversed(fmt.paths(out)):
+            target.with_name(target.name + ".part").replace(target)
+    return report

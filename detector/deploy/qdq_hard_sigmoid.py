@@ -17,10 +17,12 @@ ranges include 0), so the result is the original one, rounding ties aside; any o
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
-from onnxruntime.quantization.onnx_model import ONNXModel
+
+if TYPE_CHECKING:
+    import onnx
 
 OUTPUT_SCALE = 1.0 / 255.0
 
@@ -35,6 +37,9 @@ def _attribute(node: onnx.NodeProto, name: str, default: float) -> float:
 def rewrite_hard_sigmoids(model: onnx.ModelProto) -> int:
     """Rewrite, in place, every hard sigmoid (alpha 1/6, beta 1/2) of ``model`` that sits between a per-tensor
     uint8 ``DequantizeLinear`` and ``QuantizeLinear`` nodes only; returns how many were rewritten."""
+    from onnx import helper, numpy_helper  # pip install '.[export]', as every ONNX export
+    from onnxruntime.quantization.onnx_model import ONNXModel
+
     graph, wrapped = model.graph, ONNXModel(model)
     inits = {t.name: t for t in graph.initializer}
     producer, consumers = wrapped.output_name_to_node(), wrapped.input_name_to_nodes()

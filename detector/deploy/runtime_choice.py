@@ -14,20 +14,25 @@ is measured again too.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
-import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from detector.data.synthetic import synthetic_frames
-from detector.deploy.runtimes import file_kind, installed, open_runtime, runtimes_for
+from detector.deploy.pipeline import ExportOptions, export
+from detector.deploy.runtimes import file_kind, installed, open_runner, runtimes_for
 from detector.errors import UserError
-from detector.weights import catalog, hub, resolve
+from detector.inference.runner import Runner
+from detector.inference.timing import cpu_name, interleaved
+from detector.weights import catalog, hub
+from detector.weights.resolve import load_model
 
 log = logging.getLogger(__name__)
-WARMUP, ROUNDS, CALLS = 3, 5, 2  # about 20 calls per candidate: a second or two in all
+WARMUP, ROUNDS = 3, 10  # about 13 calls per candidate: a second or two in all
 
 
 def cache_dir() -> Path:
@@ -38,19 +43,16 @@ def cache_dir() -> Path:
 
 def cpu_signature() -> str:
     """The CPU model name, a digest of its feature flags and the core count (what the speed depends on)."""
-    name, flags = "", ""
+    flags = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and not name:
-                name = value.strip()
-            elif key.strip() in ("flags", "Features") and not flags:
+            if key.strip() in ("flags", "Features"):
                 flags = value.strip()
+                break
     except OSError:  # not Linux
-        import platform
-
-        name = f"{platform.machine()} {platform.processor()}"
-    return f"{name} | flags {hashlib.sha256(flags.encode()).hexdigest()[:12]} | {os.cpu_count()} cores"
+        pass
+    return f"{cpu_name()} | flags {hashlib.sha256(flags.encode()).hexdigest()[:12]} | {os.cpu_count()} cores"
 
 
 def model_file(weights: str | Path) -> Path:
@@ -65,31 +67,27 @@ def model_file(weights: str | Path) -> Path:
 
 def exported_onnx(weights: str | Path, digest: str) -> Path | None:
     """A raw fp32 ONNX file of a checkpoint in the cache (exported and checked once), or None without onnx."""
-    try:
-        from detector.deploy.pipeline import export_onnx_file
-    except ImportError:
+    if not installed("onnxruntime") or importlib.util.find_spec("onnx") is None:
         return None
     path = cache_dir() / "exports" / f"{digest[:16]}.onnx"
     if not path.is_file():
         log.info("--runtime auto: exporting %s to ONNX once (%s)", weights, path)
-        model, post, categories, cfg = resolve.load_detector(weights)
-        export_onnx_file(model, post, categories, cfg, path, source=str(weights), say=log.debug)
+        export(load_model(weights), path, ExportOptions(format="onnx", source=str(weights)), say=log.debug)
     return path
 
 
-def _measure(candidates: dict[str, object]) -> dict[str, float]:
-    frame = synthetic_frames(1)[0]
-    for detector in candidates.values():
-        for _ in range(WARMUP):
-            detector([frame])
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(ROUNDS):  # interleaved, so a load change touches every candidate alike
-        for name, detector in candidates.items():
-            for _ in range(CALLS):
-                t0 = time.perf_counter()
-                detector([frame])
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: statistics.median(ms) for name, ms in times.items()}
+def _measure(candidates: dict[str, Runner]) -> dict[str, float]:
+    """Median milliseconds of a whole call on one 640x480 frame, the candidates interleaved."""
+    frames = synthetic_frames(1)
+
+    def call(runner: Runner) -> Callable[[], None]:
+        def run() -> None:
+            runner(frames)
+
+        return run
+
+    medians, _ = interleaved({name: call(r) for name, r in candidates.items()}, ROUNDS, WARMUP)
+    return {name: ms["e2e"] for name, ms in medians.items()}
 
 
 def choose(weights: str | Path, threads: int | None = None) -> tuple[str, Path | str]:
@@ -111,7 +109,7 @@ def choose(weights: str | Path, threads: int | None = None) -> tuple[str, Path |
         onnx_file = exported_onnx(weights, digest)
         if onnx_file is not None:
             options.update({name: onnx_file for name in runtimes_for(onnx_file) if installed(name)})
-    candidates = {name: open_runtime(name, target, threads=threads) for name, target in options.items()}
+    candidates = {name: open_runner(name, target, threads=threads) for name, target in options.items()}
     medians = _measure(candidates)
     best = min(medians, key=medians.get)
     table = ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(medians.items(), key=lambda kv: kv[1]))

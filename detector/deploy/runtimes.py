@@ -1,7 +1,7 @@
-"""The inference runtimes: the files each runs, the extra that installs it, and opening a detector with one.
+"""The inference runtimes: the files each runs, the extra that installs it, and opening a runner with one.
 
-Every runtime gives the same detector interface (``detector(frames)`` -> result dicts, ``names``, ``times``,
-``input_size``), so tools and the benchmark treat them alike:
+Every runtime gives the same runner (``detector.inference.runner.Runner``: frames in, ``Detections`` out), so
+the tools, the Python API and the benchmarks treat them alike:
 
     torch           checkpoints (.pt) and catalog names, PyTorch eager, BatchNorm folded (CPU, CUDA, MPS)
     onnxruntime     our .onnx files (fp32, int8), ONNX Runtime ('.[export]')
@@ -18,10 +18,14 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from detector.deploy.executorch_format import ExecuTorchRunner
 from detector.deploy.fuse import fuse_for_inference
-from detector.deploy.torch_runtime import Detector, resolve_device
+from detector.deploy.onnx_format import OnnxRunner
+from detector.deploy.openvino_format import OpenVinoRunner, bf16_supported
 from detector.errors import UserError
-from detector.weights import resolve
+from detector.inference.device import resolve_device
+from detector.inference.runner import Runner, TorchRunner
+from detector.weights.resolve import load_model
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,12 @@ def file_kind(weights: str | Path) -> str:
     return suffix if suffix in (".onnx", ".xml", ".pte") else ""
 
 
+def runtimes_for(weights: str | Path) -> list[str]:
+    """The runtimes that can run ``weights`` (installed or not), in the table's order."""
+    kind = file_kind(weights)
+    return [name for name, r in RUNTIMES.items() if kind in r.suffixes]
+
+
 def default_runtime(weights: str | Path) -> str:
     """The runtime a file opens in without --runtime: the first of the table that runs it (torch for
     checkpoints, onnxruntime for .onnx, openvino for .xml, executorch for .pte)."""
@@ -58,25 +68,15 @@ def default_runtime(weights: str | Path) -> str:
 
 
 def installed(name: str) -> bool:
-    runtime = RUNTIMES[name]
-    if importlib.util.find_spec(runtime.module) is None:
+    if importlib.util.find_spec(RUNTIMES[name].module) is None:
         return False
-    if name == "openvino-bf16":
-        from detector.deploy.openvino_runtime import bf16_supported
-
-        return bf16_supported()
-    return True
+    return name != "openvino-bf16" or bf16_supported()
 
 
-def runtimes_for(weights: str | Path) -> list[str]:
-    """The runtimes that can run ``weights`` (installed or not), in the table's order."""
-    kind = file_kind(weights)
-    return [name for name, r in RUNTIMES.items() if kind in r.suffixes]
-
-
-def open_runtime(name: str, weights: str | Path, device: str = "cpu", half: bool = False, threads: int | None = None):
-    """A detector for ``weights`` on runtime ``name`` (not ``auto``); a runtime that cannot run this file, or
-    is not installed, is a one-line UserError naming what to use or install."""
+def open_runner(name: str, weights: str | Path, device: str = "cpu", half: bool = False,
+                threads: int | None = None) -> Runner:  # fmt: skip
+    """A runner for ``weights`` on runtime ``name`` (not ``auto``); a runtime that cannot run this file, or is
+    not installed, is a one-line UserError naming what to use or install."""
     runtime = RUNTIMES[name]
     if file_kind(weights) not in runtime.suffixes:
         fits = ", ".join(runtimes_for(weights))
@@ -90,17 +90,11 @@ def open_runtime(name: str, weights: str | Path, device: str = "cpu", half: bool
     if name != "torch" and device != "cpu" and not (name == "onnxruntime" and device.startswith("cuda")):
         raise UserError(f"--runtime {name} runs on the CPU (--device cpu)")
     if name == "onnxruntime":
-        from detector.deploy.onnx_runtime import OnnxDetector
-
-        return OnnxDetector(weights, device, threads)
+        return OnnxRunner(weights, device, threads)
     if name == "executorch":
-        from detector.deploy.executorch_runtime import ExecuTorchDetector
-
-        return ExecuTorchDetector(weights, threads)
-    if name.startswith("openvino"):
-        from detector.deploy.openvino_runtime import OpenVinoDetector
-
-        return OpenVinoDetector(weights, "bf16" if name == "openvino-bf16" else "f32", threads)
-    model, post, categories, _ = resolve.load_detector(weights)
+        return ExecuTorchRunner(weights, threads)
+    if name in ("openvino", "openvino-bf16"):
+        return OpenVinoRunner(weights, "bf16" if name == "openvino-bf16" else "f32", threads)
+    m = load_model(weights)
     on_cpu = resolve_device(device).type == "cpu"
-    return Detector(fuse_for_inference(model, channels_last=on_cpu), post, categories, device, half)
+    return TorchRunner(fuse_for_inference(m.model, channels_last=on_cpu), m.post, m.categories, device, half)

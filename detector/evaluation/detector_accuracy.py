@@ -1,8 +1,8 @@
 """COCO AP of a ready-to-run detector on a labelled image set, and the table comparing several of them.
 
-The detector is any callable taking a list of (H, W, 3) uint8 RGB frames and returning one dict per frame
-with ``boxes`` (D, 4) xyxy in frame pixels, ``scores`` (D,) and ``category_ids`` (D,) the dataset's ids (a
-``Detector`` or ``OnnxDetector``). Every detection it returns is scored (use a low score threshold).
+The detector is any callable taking a list of (H, W, 3) uint8 RGB frames and returning one ``Detections``
+per frame (a runner of ``detector.inference.runner``). Every detection it returns is scored (use the model's
+own low score threshold).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def coco_accuracy(detector, ann_path: str | Path, image_dir: str | Path, desc: s
     records: list[dict] = []
     for info in tqdm(coco.loadImgs(sorted(coco.getImgIds())), desc=desc, unit="img"):
         det = detector([read_image(Path(image_dir) / info["file_name"])])[0]
-        records += to_coco_results(info["id"], det["boxes"], det["scores"], det["category_ids"])
+        records += to_coco_results(info["id"], det.boxes, det.scores, det.category_ids)
     stats = evaluate(coco, records, per_class=False)
     return {"AP": stats["AP"], "AP50": stats["AP50"], "images": len(coco.getImgIds())}
 

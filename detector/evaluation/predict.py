@@ -33,6 +33,6 @@ def predict_coco(
         dets = post(boxes.float(), logits.float(), [t["orig_size"] for t in targets])
         for det, t in zip(dets, targets):
             d = labels.detections(det["boxes"], det["scores"], det["labels"])
-            results += to_coco_results(t["image_id"], d["boxes"], d["scores"], d["category_ids"])
+            results += to_coco_results(t["image_id"], d.boxes, d.scores, d.category_ids)
     model.train(was_training)
     return results

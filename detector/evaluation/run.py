@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 
+from detector.build import LoadedModel
 from detector.data.dataset import CocoDetection, eval_loader
 from detector.errors import UserError
 from detector.evaluation.coco_eval import evaluate, load_coco
 from detector.evaluation.predict import predict_coco
 from detector.evaluation.report import plot_precision_recall
 from detector.ssd.detections import LabelMap
-from detector.ssd.postprocess import PostProcessor
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +41,17 @@ class EvalResult:
 
 
 def evaluate_model(
-    model: torch.nn.Module,
-    post: PostProcessor,
-    categories: list[dict],
+    loaded: LoadedModel,
     dataset: CocoDetection,
     device: torch.device,
     batch_size: int = 16,
     workers: int = 2,
     progress: bool = True,
 ) -> EvalResult:
-    """Run ``model`` + ``post`` over ``dataset`` (a plain-resize ``CocoDetection``) and score it against the
-    ground truth of the dataset's annotation file. ``categories`` are the model's, in label order."""
-    ours = {c["id"]: c["name"].lower() for c in categories}
+    """Run ``loaded``'s model and post-processing over ``dataset`` (a plain-resize ``CocoDetection``) and score
+    it against the ground truth of the dataset's annotation file; ``model`` of the result holds the model's
+    settings (backbone, width, reduced_tail, layout: what tools/table6.py --map reads to place it)."""
+    ours = {c["id"]: c["name"].lower() for c in loaded.categories}
     # a model may have more slots than the dataset has categories (COCO's 90 ids for its 80 categories)
     differ = [c for c in dataset.categories if ours.get(c["id"]) != c["name"].lower()]
     if differ:
@@ -60,8 +59,11 @@ def evaluate_model(
         log.warning("the dataset's categories differ from the checkpoint's (id %s is %r in the dataset, %r in the "
                     "checkpoint); results use the checkpoint's ids", c["id"], c["name"], ours.get(c["id"]))  # fmt: skip
     loader = eval_loader(dataset, batch_size, workers)
-    detections = predict_coco(model.to(device), post, loader, LabelMap(categories), device, progress)
-    return EvalResult(detections, evaluate(load_coco(dataset.ann_file), detections))
+    labels = LabelMap(loaded.categories)
+    detections = predict_coco(loaded.model.to(device), loaded.post, loader, labels, device, progress)
+    m = loaded.config.model
+    settings = {"backbone": m.backbone, "width": m.width, "reduced_tail": m.reduced_tail, "layout": m.layout}
+    return EvalResult(detections, evaluate(load_coco(dataset.ann_file), detections), settings)
 
 
 def evaluate_detections_file(detections_path: str | Path, gt_path: str | Path) -> EvalResult:

@@ -1,1 +1,1 @@
-"""The paper's Table 6: its rows and recipes, the counting convention, latency timing, torchvision conversion."""
+"""The paper's Table 6: its rows and training recipes, and the counting convention of its columns."""

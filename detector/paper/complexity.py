@@ -1,4 +1,5 @@
-"""Model size, multiply-adds and CPU latency, counted the way Table 6 of the paper counts them.
+"""Model size and multiply-adds, counted the way Table 6 of the paper counts them (its latency column is
+measured by ``benchmarks/table6_latency.py``).
 
 Convention (docs/paper.md, section 6): parameters are convolution weights and biases (SE and predictor
 convolutions have biases), BatchNorm affine parameters are not counted; MAdds are the multiply-adds of the
@@ -7,9 +8,6 @@ multiply-add) and halved.
 """
 
 from __future__ import annotations
-
-import statistics
-import time
 
 import torch
 from torch import nn
@@ -35,29 +33,3 @@ def multiply_adds(model: nn.Module, inputs: torch.Tensor) -> int:
         model(inputs)
     model.train(was_training)
     return counter.get_total_flops() // 2
-
-
-@torch.no_grad()
-def median_call_ms(call, inputs, repeats: int = 20, warmup: int = 3) -> float:
-    """Median wall time in milliseconds of ``call(inputs)`` over ``repeats`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        call(inputs)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call(inputs)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
-def latency_ms(
-    model: nn.Module, inputs: torch.Tensor, repeats: int = 20, warmup: int = 3, threads: int | None = 1
-) -> float:
-    """Median wall time in milliseconds of ``model(inputs)`` over ``repeats`` runs after ``warmup`` runs."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        return median_call_ms(model.eval(), inputs, repeats, warmup)
-    finally:
-        torch.set_num_threads(previous)

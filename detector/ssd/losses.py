@@ -22,9 +22,9 @@ from detector.ssd.matcher import IGNORE, Matcher
 
 def match_targets(
     targets: list[dict[str, torch.Tensor]], anchors: torch.Tensor, matcher: Matcher, coder: BoxCoder
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-anchor targets: labels (N, A) int64 (0 background, -1 ignored), codes (N, A, 4), matches (N, A)."""
-    labels, codes, matches = [], [], []
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-anchor targets: labels (N, A) int64 (0 background, -1 ignored) and box codes (N, A, 4)."""
+    labels, codes = [], []
     for t in targets:
         m = matcher(t["boxes"], anchors, t.get("crowd_boxes"))
         gt = m.clamp(min=0)
@@ -35,8 +35,7 @@ def match_targets(
             lab, code = torch.zeros_like(m), torch.zeros_like(anchors)
         labels.append(torch.where(m == IGNORE, torch.full_like(lab, -1), lab))
         codes.append(code)
-        matches.append(m)
-    return torch.stack(labels), torch.stack(codes), torch.stack(matches)
+    return torch.stack(labels), torch.stack(codes)
 
 
 class _SSDLoss:
@@ -45,13 +44,8 @@ class _SSDLoss:
     def __init__(self, iou_threshold: float) -> None:
         self.matcher, self.coder = Matcher(iou_threshold), BoxCoder()
 
-    def match(self, targets: list[dict], anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-anchor labels (N, A) int64 (0 background, -1 ignored) and box codes (N, A, 4)."""
-        labels, codes, _ = match_targets(targets, anchors, self.matcher, self.coder)
-        return labels, codes
-
     def __call__(self, box_regression, class_logits, anchors, targets) -> dict[str, torch.Tensor]:
-        labels, codes = self.match(targets, anchors)
+        labels, codes = match_targets(targets, anchors, self.matcher, self.coder)
         return self.compute(box_regression, class_logits, labels, codes, matched_anchor_normalizer(labels))
 
 
@@ -71,30 +65,21 @@ class FocalLoss(_SSDLoss):
     negative ones, gamma 2, background encoded as all-zeros over every slot) plus Smooth L1 (delta 1) on the
     codes divided by the code size (4); both summed and divided by the number of matched anchors."""
 
-    def __init__(
-        self,
-        alpha: float = 0.75,
-        gamma: float = 2.0,
-        iou_threshold: float = 0.5,
-        box_weight: float = 1.0,
-        cls_weight: float = 1.0,
-    ) -> None:
+    def __init__(self, alpha: float = 0.75, gamma: float = 2.0, iou_threshold: float = 0.5) -> None:
         super().__init__(iou_threshold)
         self.alpha, self.gamma = alpha, gamma
-        self.box_weight, self.cls_weight = box_weight, cls_weight
 
-    def compute(self, box_regression, class_logits, labels, codes, normalizer: float | None = None):
-        """Losses given matched targets, divided by ``normalizer`` (default: the matched anchors of this batch;
-        ``__call__`` passes ``matched_anchor_normalizer``)."""
+    def compute(self, box_regression, class_logits, labels, codes, num_pos: float) -> dict[str, torch.Tensor]:
+        """Losses given matched targets (labels (N, A), codes (N, A, 4)), divided by ``num_pos``
+        (``matched_anchor_normalizer``)."""
         positive = labels > 0
-        num_pos = normalizer if normalizer is not None else max(1, int(positive.sum()))
         valid = labels >= 0
         onehot = F.one_hot(labels.clamp(min=0), class_logits.shape[-1]).to(class_logits.dtype)
         onehot[..., 0] = 0  # background is all-zeros, the background slot is never a positive
         cls = sigmoid_focal_loss(class_logits[valid], onehot[valid], self.alpha, self.gamma, "sum") / num_pos
         box = F.smooth_l1_loss(box_regression[positive], codes[positive], reduction="sum", beta=1.0)
         box = box / codes.shape[-1] / num_pos
-        return {"box": box, "cls": cls, "total": self.box_weight * box + self.cls_weight * cls}
+        return {"box": box, "cls": cls, "total": box + cls}
 
 
 class HardNegativeSoftmaxLoss(_SSDLoss):
@@ -105,10 +90,9 @@ class HardNegativeSoftmaxLoss(_SSDLoss):
         super().__init__(iou_threshold)
         self.neg_to_pos = neg_to_pos
 
-    def compute(self, box_regression, class_logits, labels, codes, normalizer: float | None = None):
-        """Losses given matched targets; ``normalizer`` as in ``FocalLoss.compute``."""
+    def compute(self, box_regression, class_logits, labels, codes, num_pos: float) -> dict[str, torch.Tensor]:
+        """Losses given matched targets; ``num_pos`` as in ``FocalLoss.compute``."""
         positive = labels > 0
-        num_pos = normalizer if normalizer is not None else max(1, int(positive.sum()))
         box = F.smooth_l1_loss(box_regression[positive], codes[positive], reduction="sum", beta=1.0) / num_pos
         ce = F.cross_entropy(class_logits.flatten(0, 1), labels.clamp(min=0).flatten(), reduction="none").view_as(
             labels

@@ -60,7 +60,6 @@ class PostProcessor:
         max_detections: int,
         input_size: tuple[int, int],
         anchors: torch.Tensor | None = None,
-        coder: BoxCoder | None = None,
         per_class_limit: str = "before_nms",
     ) -> None:
         if score_fn not in ("sigmoid", "softmax"):
@@ -73,7 +72,7 @@ class PostProcessor:
         self.topk_per_class, self.max_detections = topk_per_class, max_detections
         self.input_size = input_size
         self.anchors = anchors
-        self.coder = coder or BoxCoder()
+        self.coder = BoxCoder()
 
     def _anchors_like(self, codes: torch.Tensor) -> torch.Tensor:
         if self.anchors is None:

@@ -1,1 +1,2 @@
-"""Training: optimiser and schedule, distributed set-up, checkpoint state, the training loop."""
+"""Training: assembling a run from a recipe (``setup``), the engine (step, epoch, evaluation), the epoch loop,
+run state and checkpoints, optimiser and schedule, sampler, torch.distributed, the run log, fault injection."""

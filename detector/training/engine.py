@@ -3,8 +3,9 @@
 Per step: uint8 batch (N, H, W, 3) -> float input on the device -> model -> raw outputs (box codes (N, A, 4),
 class logits (N, A, C + 1)) -> the criterion (matching, loss normalised by the matched anchors of all
 processes) -> backward (AMP on CUDA) -> optional clipping -> SGD step -> schedule -> EMA. A non-finite loss
-on any process skips the step everywhere and restores BatchNorm's running statistics; ``max_bad_steps`` in a
-row stop training.
+on any process skips the step everywhere; when the bad batch left BatchNorm running statistics non-finite,
+they go back to their values at the start of the epoch (the only copy kept); ``max_bad_steps`` in a row stop
+training.
 """
 
 from __future__ import annotations
@@ -66,25 +67,45 @@ def _bn_statistics(model: nn.Module) -> list[torch.Tensor]:
     return [b for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var"))]
 
 
-def train_step(model, criterion, optimizer, scheduler, scaler, ema, images, targets, settings) -> dict | None:
+def restore_poisoned_batchnorm(model: nn.Module, saved: list[torch.Tensor]) -> bool:
+    """Put BatchNorm's running statistics back to ``saved`` (``_bn_statistics`` copied earlier) when any is
+    non-finite; returns whether it did."""
+    current = _bn_statistics(model)
+    if all(bool(torch.isfinite(b).all()) for b in current):
+        return False
+    for buffer, value in zip(current, saved):
+        buffer.copy_(value)
+    return True
+
+
+def train_step(
+    model: nn.Module,
+    criterion: Callable,
+    images: torch.Tensor,
+    targets: list[dict],
+    *,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    ema: AveragedModel | None,
+    settings: StepSettings,
+) -> dict | None:
     """One SGD step on a batch: images (N, H, W, 3) uint8, targets as ``CocoDetection`` gives them (boxes
     (M, 4) float32 xyxy input pixels, labels (M,) int64 1..C, crowd_boxes (G, 4)). ``model`` may be wrapped in
     DistributedDataParallel. Returns the losses averaged over processes ({"total", "box", "cls"} floats), or
-    None when a non-finite loss skipped the step."""
+    None when a non-finite loss skipped the step (BatchNorm's running statistics then hold that batch's
+    update: see ``restore_poisoned_batchnorm``)."""
     net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     x = to_model_input(images, settings.device)
     if settings.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     targets = [{k: (v.to(settings.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-    saved_bn = [b.clone() for b in _bn_statistics(net)]  # a bad batch must not poison the running statistics
     with torch.autocast("cuda", dtype=torch.float16, enabled=settings.amp):
         box, logits = model(x)
     losses = criterion(box.float(), logits.float(), net.anchors, targets)
     finite = distributed.all_reduce_sum(torch.isfinite(losses["total"]).double().reshape(1)).item()
     optimizer.zero_grad(set_to_none=True)
     if finite < distributed.world_size():
-        for buffer, saved in zip(_bn_statistics(net), saved_bn):
-            buffer.copy_(saved)
         return None
     scaler.scale(losses["total"]).backward()
     if settings.clip_grad_norm > 0:
@@ -103,12 +124,13 @@ def train_step(model, criterion, optimizer, scheduler, scaler, ema, images, targ
 def train_one_epoch(
     model: nn.Module,
     criterion: Callable,
+    loader: DataLoader,
+    state: RunState,
+    *,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    loader: DataLoader,
     scaler: torch.amp.GradScaler,
     ema: AveragedModel | None,
-    state: RunState,
     settings: StepSettings,
     after_step: Callable[[RunState, dict | None], bool] = lambda state, losses: False,
     epochs: int | None = None,
@@ -121,9 +143,10 @@ def train_one_epoch(
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
+    net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     if settings.freeze_backbone_epochs:
-        net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
         set_backbone_frozen(net, state.epoch < settings.freeze_backbone_epochs)
+    bn_at_start = [b.clone() for b in _bn_statistics(net)]  # what a batch that breaks BatchNorm is undone to
     loader.sampler.set_epoch(state.epoch)
     loader.sampler.skip = state.epoch_step * loader.batch_size
     loader.dataset.set_epoch(state.epoch)
@@ -131,13 +154,16 @@ def train_one_epoch(
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{epochs or '?'}", disable=not distributed.is_main(),
                initial=state.epoch_step, total=len(loader), dynamic_ncols=True)  # fmt: skip
     for images, targets in bar:
-        losses = train_step(model, criterion, optimizer, scheduler, scaler, ema, images, targets, settings)
+        losses = train_step(model, criterion, images, targets, optimizer=optimizer, scheduler=scheduler,
+                            scaler=scaler, ema=ema, settings=settings)  # fmt: skip
         state.epoch_step += 1
         state.sums.add(losses, len(images) * world)
         if losses is None:
             state.bad_steps += 1
             log.warning("non-finite loss at step %d, step skipped; image ids of this batch: %s", state.step,
                         [t["image_id"] for t in targets])  # fmt: skip
+            if restore_poisoned_batchnorm(net, bn_at_start):
+                log.warning("the batch left BatchNorm statistics non-finite: back to those of the epoch's start")
             if state.bad_steps >= settings.max_bad_steps:
                 raise TrainingStopped(f"{state.bad_steps} non-finite losses in a row at step {state.step}")
         else:

@@ -1,6 +1,6 @@
 """The epoch loop of a run: train, evaluate, keep last.pt / best.pt, log; stop cleanly on request.
 
-``Training`` holds the objects a recipe describes (``detector.build.build_training`` makes them); ``fit``
+``Training`` holds the objects a recipe describes (``detector.training.setup.build_training`` makes them); ``fit``
 runs them from a ``RunState`` (fresh, or restored from a checkpoint) and writes into one output folder.
 """
 
@@ -107,8 +107,9 @@ def fit(
     metrics: dict = {}
     for epoch in range(state.epoch, min(t.epochs, stop_after or t.epochs)):
         try:
-            stats = train_one_epoch(t.net, t.criterion, t.optimizer, t.scheduler, t.train_loader, t.scaler, t.ema,
-                                    state, t.settings, after_step, t.epochs)  # fmt: skip
+            stats = train_one_epoch(t.net, t.criterion, t.train_loader, state, optimizer=t.optimizer,
+                                    scheduler=t.scheduler, scaler=t.scaler, ema=t.ema, settings=t.settings,
+                                    after_step=after_step, epochs=t.epochs)  # fmt: skip
         except TrainingStopped as exc:
             raise TrainingStopped(f"{exc}; stopped, {last_path} holds the last good state") from None
         if stats is None:

@@ -57,18 +57,13 @@ class RunState:
 
     @classmethod
     def from_dict(cls, ckpt: dict) -> RunState:
-        sums = ckpt.get("epoch_sums", {})
-        if torch.is_tensor(sums):  # checkpoints before named sums: (total, box, cls, steps, skipped, images)
-            total, box, cls_, steps, skipped, images = sums.tolist()
-            sums = {"loss": total, "box_loss": box, "cls_loss": cls_, "steps": int(steps), "skipped": int(skipped),
-                    "images": int(images)}  # fmt: skip
         return cls(
             epoch=ckpt["epoch"],
             step=ckpt["step"],
             epoch_step=ckpt.get("epoch_step", 0),
             best_map=ckpt["best_map"],
             bad_steps=ckpt.get("bad_steps", 0),
-            sums=EpochSums(**sums),
+            sums=EpochSums(**ckpt.get("epoch_sums", {})),
         )
 
 

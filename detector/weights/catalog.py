@@ -6,7 +6,7 @@
     "torchvision-classifier": a torchvision MobileNetV3 ImageNet classifier state dict; only its feature layers
         are used (``train_coco.py --init``), as the backbone of a detector;
     "tf-frozen-graph": a TF Object Detection API zoo archive (``.tar.gz``) of the paper's own models, whose
-        ``frozen_inference_graph.pb`` is converted as ``tools/convert_tf.py`` converts it;
+        ``frozen_inference_graph.pb`` is converted as ``tools/convert.py GRAPH`` converts it;
     "checkpoint": a checkpoint of ours.
 File names are the publishers' (torchvision's ``NAME-<first 8 hex digits of the SHA-256>.pth``, the zoo's
 archive names), so a file torchvision or a zoo user already downloaded into ``$TORCH_HOME/hub/checkpoints/`` is

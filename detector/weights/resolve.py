@@ -1,4 +1,6 @@
-"""A weights SPEC (a name of the catalog, or a file) -> a detector, or the start of a training run.
+"""A weights SPEC (a name of the catalog, or a checkpoint file) -> a ``LoadedModel``, or the start of a
+training run. ``load_model`` is the one way to get a trained model: detection, evaluation, export, the
+benchmarks and the Python API (``detector.load``) all go through it.
 
 Names win over files: ``torchvision-coco`` is the catalog entry even when a file of that name exists here.
 """
@@ -11,6 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from detector import build, checkpoint, config
+from detector.build import LoadedModel
 from detector.errors import UserError
 from detector.weights import hub
 from detector.weights.catalog import CATALOG, NamedWeights, names
@@ -67,9 +70,9 @@ def describe(spec: str | Path) -> str:
     return f"{entry.name}: {entry.description}" if entry else str(spec)
 
 
-def load_detector(spec: str | Path):
-    """(model in eval mode, post-processor, categories, Config) of a name of the catalog or a checkpoint file."""
-    return build.detector_from_checkpoint(resolve_checkpoint(spec), describe(spec))
+def load_model(spec: str | Path) -> LoadedModel:
+    """The model, post-processor, categories and recipe of a name of the catalog or a checkpoint file."""
+    return build.model_from_checkpoint(resolve_checkpoint(spec), describe(spec))
 
 
 def initialise(model: nn.Module, spec: str, backbone: str, categories: list[dict]) -> InitSummary:

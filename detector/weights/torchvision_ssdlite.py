@@ -15,8 +15,6 @@ from detector.config import Config, LossConfig, ModelConfig, PostprocessConfig
 from detector.errors import UserError
 from detector.ssd.model import SSDLite
 
-C4_FEATURE = 13  # torchvision features index of the 13th bneck (features[0] is the stem)
-
 # torchvision's SSDLite320 defaults: score > 0.001, 300 per class, NMS 0.55, 300 per image.
 TORCHVISION_CONFIG = Config(
     model=ModelConfig(
@@ -36,6 +34,7 @@ TORCHVISION_CONFIG = Config(
 
 def _backbone_prefixes(model: SSDLite) -> dict[str, str]:
     """torchvision detection-backbone prefix -> our prefix."""
+    c4_feature = model.backbone.c4_block + 1  # torchvision's features index of the C4 bneck (features[0]: stem)
     classifier_map = torchvision_key_map(model.backbone)
     out: dict[str, str] = {}
     for tv, ours in classifier_map.items():
@@ -43,17 +42,17 @@ def _backbone_prefixes(model: SSDLite) -> dict[str, str]:
             continue
         index = int(tv.split(".")[1])
         rest = tv.split(".", 2)[2]  # e.g. "block.1.0." or "0."
-        if index < C4_FEATURE:
+        if index < c4_feature:
             out[f"backbone.features.0.{index}.{rest}"] = "backbone." + ours
-        elif index == C4_FEATURE:
+        elif index == c4_feature:
             j = int(rest.split(".")[1])  # block.j.
             tail = rest.split(".", 2)[2]
             if j == 0:
-                out[f"backbone.features.0.{C4_FEATURE}.{tail}"] = "backbone." + ours
+                out[f"backbone.features.0.{c4_feature}.{tail}"] = "backbone." + ours
             else:  # slicing an nn.Sequential keeps its keys: block[1:] still numbers from 1
                 out[f"backbone.features.1.0.{j}.{tail}"] = "backbone." + ours
         else:
-            out[f"backbone.features.1.{index - C4_FEATURE}.{rest}"] = "backbone." + ours
+            out[f"backbone.features.1.{index - c4_feature}.{rest}"] = "backbone." + ours
     return out
 
 

@@ -1,4 +1,4 @@
-"""tools/benchmark.py --quick --json: every path timed, stage by stage, and the targets evaluated."""
+"""tools/benchmark.py inference --quick --json: every path timed, stage by stage, and the targets evaluated."""
 
 import json
 
@@ -18,11 +18,12 @@ OPENVINO_PATHS = ["ours openvino f32", "ours openvino bf16", "ours openvino int8
 
 
 def test_quick_benchmark_json():
-    result = run_tool("tools/benchmark.py", "--quick", "--json", env=ENV, timeout=300)
+    result = run_tool("tools/benchmark.py", "inference", "--quick", "--json", env=ENV, timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["score_thresh"] == 0.001 and report["frame"] == [480, 640] and report["model"].startswith("V3†")
-    assert {"cpu_count", "load_average", "torch", "onnxruntime", "results", "targets", "weights"} <= set(report)
+    assert {"machine", "load_average", "results", "targets", "weights"} <= set(report)
+    assert {"torch", "onnxruntime"} <= set(report["machine"]["packages"]) and report["machine"]["cpu"]
     rows = report["results"]
     from detector.deploy import runtimes
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+import detector
 from detector import checkpoint
-from detector.app.frame_detector import class_filter
 from detector.app.sources import LiveSource, open_source, safe_name
 from detector.build import build_model
 from detector.config import Config, ModelConfig, to_dict
@@ -126,17 +126,29 @@ def test_folder_of_mixed_images(weights, mixed_folder, tmp_path):
         assert annotated is not None and annotated.shape[:2] == SIZES[os.path.basename(rel)]
 
 
-def test_unknown_class_names_are_refused():
-    assert class_filter(["circle", "square"], ["square"]).tolist() == [False, False, True]
-    with pytest.raises(UserError, match="'dog'.*circle, square"):
-        class_filter(["circle", "square"], ["dog"])
+def test_the_python_api_gives_what_detect_py_writes(weights, mixed_folder, tmp_path):
+    """detector.load(CKPT)(IMAGE_PATH) and (rgb_array): the records of detect.py --save-json, with its defaults
+    (conf 0.3, every class) and with --conf / --classes."""
+    image, lines = mixed_folder / "a.jpg", tmp_path / "one.jsonl"
+    for options in ([], ["--conf", "0.6", "--classes", "square", "triangle"]):
+        result = detect(str(image), "--weights", str(weights), "--save-json", str(lines), *options)
+        assert result.returncode == 0, result.stderr
+        (written,) = read_lines(lines)
+        conf = float(options[1]) if options else 0.3
+        model = detector.load(weights, conf=conf, classes=options[3:] or None)
+        assert model(image).to_json() == written and model(str(image)).to_json() == written
+        rgb = cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB)
+        from_array = model(rgb).to_json()
+        assert from_array["detections"] == written["detections"] and from_array["source"] == ""
+        assert [d.to_json() for d in model([image, rgb])] == [written, from_array]
+    assert written["detections"] and {d["name"] for d in written["detections"]} <= {"square", "triangle"}
 
 
 def test_video_file_gives_a_complete_mp4_and_every_frame(weights, tmp_path):
     video = tmp_path / "clip.mp4"
     write_video(video, frames=24, fps=12.0)
     out, lines = tmp_path / "out", tmp_path / "v.jsonl"
-    result = detect("--video", str(video), "--weights", str(weights), "--save-dir", str(out), "--save-json", str(lines))
+    result = detect(*video_args(video, weights, out, lines))
     assert result.returncode == 0, result.stderr
     assert [r["frame"] for r in read_lines(lines)] == list(range(24))
     cap = cv2.VideoCapture(str(out / "clip.mp4"))

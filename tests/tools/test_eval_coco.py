@@ -46,7 +46,7 @@ def test_agrees_with_a_direct_cocoeval_run(tmp_path):
     path = tmp_path / "dets.json"
     path.write_text(json.dumps(dets))
     result = run_tool(
-        "tools/eval_coco.py", "--detections", str(path), "--gt", str(ann), "--out-dir", str(tmp_path / "o")
+        "tools/eval_coco.py", "--detections", str(path), "--gt", str(ann), "--output-dir", str(tmp_path / "o")
     )
     assert result.returncode == 0, result.stderr
     ours = json.loads((tmp_path / "o" / "metrics.json").read_text())
@@ -92,7 +92,7 @@ def test_weights_on_a_dataset_writes_everything(tmp_path):
         str(data),
         "--workers",
         "0",
-        "--out-dir",
+        "--output-dir",
         str(tmp_path / "o"),
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -1,6 +1,7 @@
 """BatchNorm folding, ONNX / TorchScript export parity, the NMS graph, int8 export and ONNX in tools/detect.py."""
 
 import json
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -8,13 +9,15 @@ import onnx
 import pytest
 import torch
 
-from detector import build
 from detector.deploy.fuse import count_batchnorms, fuse_for_inference
-from detector.deploy.onnx_export import RawOutputs, export_raw, metadata, save
-from detector.deploy.onnx_runtime import OnnxDetector, session
+from detector.deploy.graphs import RawOutputs
+from detector.deploy.onnx_format import OnnxRunner, session
 from detector.deploy.parity import Parity, nms_parity, sample_inputs
-from detector.deploy.torch_runtime import Detector
-from detector.deploy.torchscript import export_torchscript, load_torchscript
+from detector.deploy.pipeline import ExportOptions
+from detector.deploy.pipeline import export as export_in_process
+from detector.deploy.runtimes import open_runner
+from detector.deploy.torchscript_format import TorchScriptRunner
+from detector.weights.resolve import load_model
 
 from ..conftest import run_tool
 from .test_detect import ENV, SIZES, detect, read_lines, smooth_image
@@ -26,11 +29,8 @@ from .test_detect import weights as weights  # noqa: F401
 @pytest.fixture(scope="module")
 def raw_onnx(weights):
     """The checkpoint's raw graph (batch 1) written in-process, as tools/export.py writes it."""
-    model, post, categories, cfg = build.load_detector(weights)
-    path = weights.with_name("raw.onnx")
-    export_raw(model, post, path)
-    save(onnx.load(str(path)), path, metadata(cfg, post, categories, "raw", "fp32", weights.name))
-    return path
+    options = ExportOptions(source=weights.name)
+    return export_in_process(load_model(weights), weights.with_name("raw.onnx"), options, say=lambda _: None).path
 
 
 def export(*args: str):
@@ -41,21 +41,18 @@ def frames() -> list[np.ndarray]:
     return [cv2.cvtColor(smooth_image(h, w, i), cv2.COLOR_BGR2RGB) for i, (h, w) in enumerate([(240, 320), (57, 900)])]
 
 
-def assert_same_detections(a: dict, b: dict, box_atol: float = 0.01, score_atol: float = 1e-4) -> None:
-    """Same detections up to order among (near-)equal scores: every one of ``a`` has a twin in ``b``."""
-    assert len(a["scores"]) == len(b["scores"]) > 0
-    np.testing.assert_allclose(np.sort(a["scores"]), np.sort(b["scores"]), atol=score_atol, rtol=0)
-    for box, score, cid in zip(a["boxes"], a["scores"], a["category_ids"]):
-        twin = (
-            (np.abs(b["boxes"] - box).max(1) <= box_atol)
-            & (np.abs(b["scores"] - score) <= score_atol)
-            & (b["category_ids"] == cid)
-        )
-        assert twin.any(), (box, score, cid)
+def assert_same_detections(a, b, box_atol: float = 0.01, score_atol: float = 1e-4) -> None:
+    """Same detections (``boxes``, ``scores``, ``category_ids``) up to order among (near-)equal scores: every one
+    of ``a`` has a twin in ``b``."""
+    assert len(a.scores) == len(b.scores) > 0
+    np.testing.assert_allclose(np.sort(a.scores), np.sort(b.scores), atol=score_atol, rtol=0)
+    for box, score, cid in zip(a.boxes, a.scores, a.category_ids):
+        twin = (np.abs(b.boxes - box).max(1) <= box_atol) & (np.abs(b.scores - score) <= score_atol)
+        assert (twin & (b.category_ids == cid)).any(), (box, score, cid)
 
 
 def test_fused_model_equals_the_unfused_one(weights):
-    model, *_ = build.load_detector(weights)
+    model = load_model(weights).model
     fused = fuse_for_inference(model, channels_last=True)
     assert count_batchnorms(model) > 0 and count_batchnorms(fused) == 0
     x = torch.rand(2, 3, 128, 128)
@@ -68,10 +65,10 @@ def test_onnx_detector_matches_the_checkpoint(weights, raw_onnx):
     props = {p.key: p.value for p in onnx.load(str(raw_onnx)).metadata_props}
     assert json.loads(props["detector.input_size"]) == [128, 128] and props["detector.score_fn"] == "sigmoid"
     assert json.loads(props["detector.categories"])[2] == {"id": 5, "name": "triangle"}
-    reference, onnx_detector = Detector.from_checkpoint(weights), OnnxDetector(raw_onnx, threads=1)
-    for got, want in zip(onnx_detector(frames()), reference(frames())):
+    reference, runner = open_runner("torch", weights), OnnxRunner(raw_onnx, threads=1)
+    for got, want in zip(runner(frames()), reference(frames())):
         assert_same_detections(got, want)
-        assert got["names"] == [n for n in got["names"] if n in ("circle", "square", "triangle")]
+        assert got.names == [n for n in got.names if n in ("circle", "square", "triangle")]
 
 
 def test_nms_in_the_graph_matches_our_postprocessing(weights, tmp_path):
@@ -80,12 +77,12 @@ def test_nms_in_the_graph_matches_our_postprocessing(weights, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "ONNX Runtime vs PyTorch (raw outputs): max |box diff|" in result.stdout
     # two batches (of 2 and of 1 image) with 100 detections each, all with a twin in PyTorch's
-    assert "ONNX NMS graph vs PyTorch post-processing" in result.stdout
+    assert "ONNX Runtime NMS graph vs our post-processing" in result.stdout
     assert "detections 300 vs 300 (300 with the same class and box)" in result.stdout
-    detector = OnnxDetector(out, threads=1)
-    assert detector.outputs == "nms" and detector.max_batch is None  # dynamic batch
+    runner = OnnxRunner(out, threads=1)
+    assert runner.outputs == "nms" and runner.max_batch is None  # dynamic batch
     batch = frames()
-    for got, want in zip(detector(batch), Detector.from_checkpoint(weights)(batch)):  # both frames in one run
+    for got, want in zip(runner(batch), open_runner("torch", weights)(batch)):  # both frames in one run
         assert_same_detections(got, want)
 
 
@@ -93,20 +90,19 @@ def test_detect_with_onnx_weights_writes_the_checkpoints_json(weights, raw_onnx,
     lines = tmp_path / "onnx.jsonl"
     result = detect(str(mixed_folder), "--weights", str(raw_onnx), "--save-json", str(lines))
     assert result.returncode == 0, result.stderr
-    reference = Detector.from_checkpoint(weights)
+    reference = open_runner("torch", weights)
     records = read_lines(lines)
     assert len(records) == len(SIZES)
     for record in records:
         image = cv2.cvtColor(cv2.imread(record["source"], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         assert (record["height"], record["width"]) == image.shape[:2]
         want = reference([image])[0]
-        keep = want["scores"] >= 0.3
-        got = {
-            "boxes": np.array([d["bbox"] for d in record["detections"]]).reshape(-1, 4),
-            "scores": np.array([d["score"] for d in record["detections"]]),
-            "category_ids": np.array([d["category_id"] for d in record["detections"]]),
-        }
-        want = {k: want[k][keep] for k in ("boxes", "scores", "category_ids")}
+        got = SimpleNamespace(
+            boxes=np.array([d["bbox"] for d in record["detections"]]).reshape(-1, 4),
+            scores=np.array([d["score"] for d in record["detections"]]),
+            category_ids=np.array([d["category_id"] for d in record["detections"]]),
+        )
+        want = want.select(want.scores >= 0.3)
         assert_same_detections(got, want, box_atol=0.01, score_atol=2e-5)  # JSON rounds to 0.01 px, 1e-5
 
 
@@ -156,23 +152,24 @@ def test_int8_export_runs_and_reports_accuracy(weights, tmp_path):
         if line.startswith("  fp32") or line.startswith("  int8")
     }
     assert set(rows) == {"fp32", "int8"} and all(-1 <= float(v) <= 1 for r in rows.values() for v in r)
-    detector = OnnxDetector(out, threads=1)
-    assert detector.precision == "int8"
+    runner = OnnxRunner(out, threads=1)
+    assert runner.precision == "int8"
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
-    (det,) = detector(frames()[:1])
-    assert len(det["scores"]) == 100 and set(det["names"]) <= {"circle", "square", "triangle"}
+    (det,) = runner(frames()[:1])
+    assert len(det.scores) == 100 and set(det.names) <= {"circle", "square", "triangle"}
 
 
 def test_torchscript_export_matches(weights, tmp_path):
-    model, post, categories, cfg = build.load_detector(weights)
     path = tmp_path / "small.torchscript.pt"
-    export_torchscript(model, post, path, metadata(cfg, post, categories, "raw", "fp32", "small.pt"))
-    module, props = load_torchscript(path)
-    assert props["detector.score_fn"] == "sigmoid"
-    x = torch.from_numpy(sample_inputs((128, 128), 2)[1])
+    result = export("--weights", str(weights), "--format", "torchscript", "--out", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].startswith(f"wrote {path} (TorchScript, raw outputs, fp32, batch dynamic")
+    runner, loaded = TorchScriptRunner(path), load_model(weights)
+    assert runner.post.score_fn == "sigmoid" and runner.names == ["circle", "square", "triangle"]
+    x = sample_inputs((128, 128), 2, dynamic=True)[0]  # a batch of two
     with torch.inference_mode():
-        for got, want in zip(module(x), RawOutputs(model, post)(x)):
-            torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-4)
+        for got, want in zip(runner.infer(x), RawOutputs(loaded.model, loaded.post)(torch.from_numpy(x))):
+            torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-3, rtol=1e-4)
 
 
 def test_parity_verdicts(weights, raw_onnx):
@@ -181,9 +178,9 @@ def test_parity_verdicts(weights, raw_onnx):
     assert not Parity(detections=99, reference_detections=100, matched=99).ok
     assert Parity(detections=100, reference_detections=100, matched=100).ok
     # a raw graph passed off as NMS outputs of the wrong model cannot match
-    model, post, *_ = build.load_detector(weights)
-    run = session(raw_onnx, threads=1)
-    reference = RawOutputs(model, post).eval()
+    loaded = load_model(weights)
+    post, run = loaded.post, session(raw_onnx, threads=1)
+    reference = RawOutputs(loaded.model, post).eval()
 
     def shifted(x):  # the reference with every box moved by one pixel
         with torch.inference_mode():

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from detector import checkpoint
-from detector.build import load_detector
+from detector.weights.resolve import load_model
 
 from ..conftest import run_tool
 from ..data_fixtures import TINY_TRAIN, tiny_dataset
@@ -55,8 +55,9 @@ def test_fine_tuning_keeps_shared_classes_and_swaps_the_others(tmp_path):
     assert "classes: 2 carried over by name (square, triangle), 1 new (cross), 1 dropped (circle)" in second.stderr
     assert checkpoint.load(tmp_path / "run_bcd" / "last.pt")["config"]["train"]["init"].endswith("last.pt")
 
-    old_model, old_post, old_cats, _ = load_detector(tmp_path / "run_abc" / "last.pt")
-    new_model, new_post, new_cats, _ = load_detector(tmp_path / "run_bcd" / "last.pt")
+    old, new = load_model(tmp_path / "run_abc" / "last.pt"), load_model(tmp_path / "run_bcd" / "last.pt")
+    old_model, old_post, old_cats = old.model, old.post, old.categories
+    new_model, new_post, new_cats = new.model, new.post, new.categories
     assert [c["name"] for c in old_cats] == ["circle", "square", "triangle"]
     assert [c["name"] for c in new_cats] == ["square", "triangle", "cross"]
     for post in (old_post, new_post):

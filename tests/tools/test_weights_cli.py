@@ -20,7 +20,7 @@ from detector.weights.torchvision_ssdlite import coco_categories
 
 from ..conftest import ROOT, run_tool
 from ..data_fixtures import tiny_dataset
-from .test_convert_torchvision import _random_torchvision_detector
+from .test_convert import _random_torchvision_detector
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The JSON-lines record, the class filter and score selection, and the output writers, on fake detections."""
+"""The JSON-lines record, the score and class selection of the API's Detector, and the output writers, on
+fake detections."""
 
 import json
 
@@ -6,41 +7,38 @@ import cv2
 import numpy as np
 import pytest
 
-from detector.app.frame_detector import FrameDetector, class_filter, select
-from detector.app.outputs import Outputs, inside, json_record
+from detector.app.api import Detector, as_rgb
+from detector.app.outputs import Outputs, inside
 from detector.app.sources import Frame
-from detector.deploy.torch_runtime import StageTimes
 from detector.errors import UserError
+from detector.inference.runner import Runner
+from detector.ssd.detections import Detections, LabelMap
 
-NAMES = ["circle", "square", "triangle"]
-
-
-def fake_detections() -> dict:
-    """Three detections as every backend returns them (boxes xyxy in frame pixels, labels 1-based)."""
-    return {
-        "boxes": np.array([[1.234, 2.0, 30.5, 40.0], [5.0, 5.0, 9.0, 9.0], [0.0, 0.0, 63.999, 47.0]], np.float32),
-        "scores": np.array([0.9123456, 0.2, 0.5], np.float32),
-        "labels": np.array([1, 2, 3], np.int64),
-        "category_ids": np.array([1, 2, 5], np.int64),
-        "names": ["circle", "square", "triangle"],
-    }
+CATEGORIES = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 5, "name": "triangle"}]
+NAMES = [c["name"] for c in CATEGORIES]
 
 
-class FakeBackend:
-    """Stands in for Detector / OnnxDetector: the same detections for every frame."""
+def fake_detections(size: tuple[int, int] = (48, 64)) -> Detections:
+    """Three detections as every runner returns them (boxes xyxy in frame pixels, labels 1-based)."""
+    boxes = np.array([[1.234, 2.0, 30.5, 40.0], [5.0, 5.0, 9.0, 9.0], [0.0, 0.0, 63.999, 47.0]], np.float32)
+    return LabelMap(CATEGORIES).detections(boxes, np.array([0.9123456, 0.2, 0.5], np.float32), [1, 2, 3], size)
 
-    names = NAMES
+
+class FakeRunner(Runner):
+    """The same three detections for every frame, in that frame's size."""
 
     def __init__(self) -> None:
-        self.times = StageTimes()
+        super().__init__(CATEGORIES, (64, 64))
 
-    def __call__(self, frames: list[np.ndarray]) -> list[dict]:
-        return [fake_detections() for _ in frames]
+    def infer(self, batch):
+        return batch
+
+    def decode(self, outputs, frames):
+        return [fake_detections(f.shape[:2]) for f in frames]
 
 
 def test_json_record_is_the_documented_contract():
-    frame = Frame(np.zeros((48, 64, 3), np.uint8), "photos/a.jpg", 7, "a.jpg")
-    record = json_record(frame, fake_detections())
+    record = fake_detections().at("photos/a.jpg", 7).to_json()
     assert list(record) == ["source", "frame", "width", "height", "detections"]
     assert (record["source"], record["frame"], record["width"], record["height"]) == ("photos/a.jpg", 7, 64, 48)
     first = record["detections"][0]
@@ -49,24 +47,37 @@ def test_json_record_is_the_documented_contract():
     json.dumps(record)  # plain Python types only
 
 
-def test_class_filter_and_select():
-    assert class_filter(NAMES, None) is None
-    mask = class_filter(NAMES, ["circle", "triangle"])
-    assert mask.tolist() == [False, True, False, True]  # index 0 is the background label
+def test_select_keeps_every_field_aligned():
+    kept = fake_detections().select(np.array([True, False, True]))
+    assert kept.names == ["circle", "triangle"] and kept.category_ids.tolist() == [1, 5]
+    assert kept.boxes.shape == (2, 4) and kept.scores.dtype == np.float32 and kept.labels.tolist() == [1, 3]
+    assert len(fake_detections().select(np.zeros(3, bool))) == 0
+
+
+def test_detector_applies_conf_and_classes_to_arrays_paths_and_lists(tmp_path):
+    detector = Detector(FakeRunner(), conf=0.4, classes=["square", "triangle"])
+    det = detector(np.zeros((10, 12, 3), np.uint8))
+    assert det.names == ["triangle"] and det.image_size == (10, 12) and det.source == ""
+    assert Detector(FakeRunner(), conf=0.3)(np.zeros((10, 12, 3), np.uint8)).names == ["circle", "triangle"]
+    assert Detector(FakeRunner(), conf=0.0)(np.zeros((10, 12, 3), np.uint8)).names == NAMES
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((20, 30, 3), np.uint8))
+    both = detector([tmp_path / "a.png", np.zeros((5, 6, 3), np.uint8)])
+    assert [d.source for d in both] == [str(tmp_path / "a.png"), ""] and both[0].image_size == (20, 30)
+    assert detector.times is detector.runner.times and detector.times.frames == 3
     with pytest.raises(UserError, match="unknown 'dog'; this model has: circle, square, triangle"):
-        class_filter(NAMES, ["dog"])
-    kept = select(fake_detections(), 0.3, mask)
-    assert kept["names"] == ["circle", "triangle"] and kept["category_ids"].tolist() == [1, 5]
-    assert kept["boxes"].shape == (2, 4) and kept["scores"].dtype == np.float32
-    assert select(fake_detections(), 0.0, None)["names"] == NAMES
+        Detector(FakeRunner(), classes=["dog"])
 
 
-def test_frame_detector_applies_conf_and_classes():
-    detector = FrameDetector(FakeBackend(), conf=0.4, classes=["square", "triangle"])
-    det = detector(np.zeros((10, 10, 3), np.uint8))
-    assert det["names"] == ["triangle"] and detector.times is detector.detector.times
-    with pytest.raises(UserError):
-        FrameDetector(FakeBackend(), classes=["dog"])
+def test_image_arrays_are_taken_in_every_common_form():
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    assert as_rgb(rgb)[0] is rgb
+    grey, _ = as_rgb(rgb[..., 0])
+    assert grey.shape == (2, 3, 3) and (grey[..., 1] == rgb[..., 0]).all()
+    assert as_rgb(rgb[..., :1])[0].shape == (2, 3, 3)
+    assert (as_rgb(np.dstack([rgb, np.full((2, 3), 255, np.uint8)]))[0] == rgb).all()  # RGBA: alpha dropped
+    for bad, message in ((rgb.astype(np.float32), "dtype float32"), (rgb[:, :, :2], r"shape \(2, 3, 2\)")):
+        with pytest.raises(UserError, match=message):
+            as_rgb(bad)
 
 
 class ImageList:

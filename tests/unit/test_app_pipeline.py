@@ -13,12 +13,12 @@ import time
 import numpy as np
 import pytest
 
-from detector.app.frame_detector import FrameDetector
+from detector.app.api import Detector
 from detector.app.run import run_detection
 from detector.app.sources import Frame, LiveSource
 from detector.errors import UserError
 
-from .test_app_outputs import FakeBackend
+from .test_app_outputs import FakeRunner
 
 
 class FakeSource:
@@ -76,24 +76,21 @@ class FakeLive(LiveSource):
         self.stopped = True
 
 
-class SlowBackend(FakeBackend):
-    """Detections after ``delay`` s, timed as model time; sends this process SIGINT on call ``interrupt_at``."""
+class SlowBackend(FakeRunner):
+    """Detections after ``delay`` s of model time; sends this process SIGINT on call ``interrupt_at``."""
 
     def __init__(self, delay: float = 0.0, interrupt_at: int | None = None) -> None:
         super().__init__()
         self.delay, self.interrupt_at, self.calls = delay, interrupt_at, 0
         self.threads: set[threading.Thread] = set()
 
-    def __call__(self, frames):
+    def infer(self, batch):
         self.threads.add(threading.current_thread())
         self.calls += 1
         if self.calls == self.interrupt_at:
             os.kill(os.getpid(), signal.SIGINT)
-        t0 = time.perf_counter()
         time.sleep(self.delay)
-        t1 = time.perf_counter()
-        self.times.record(t0, t0, t1, t1, len(frames))
-        return super().__call__(frames)
+        return batch
 
 
 class FakeOutputs:
@@ -108,8 +105,9 @@ class FakeOutputs:
         self.threads: set[threading.Thread] = set()
         type(self).made.append(self)
 
-    def write(self, frame: Frame, det: dict, fps: float) -> bool:
-        assert fps > 0 and det["boxes"].shape == (2, 4)  # the fake detections with a score >= 0.3
+    def write(self, frame: Frame, det, fps: float) -> bool:
+        assert fps > 0 and det.boxes.shape == (2, 4)  # the fake detections with a score >= 0.3
+        assert (det.source, det.frame) == (frame.source, frame.index)
         self.threads.add(threading.current_thread())
         time.sleep(self.delay)
         if frame.index == self.fail_at:
@@ -141,7 +139,7 @@ def test_stages_overlap_and_every_frame_is_written_once_in_order(outputs):
     outputs.delay = delay
     source, backend = FakeSource(n, delay), SlowBackend(delay)
     start = time.perf_counter()
-    run = run_detection(FrameDetector(backend), source, progress=False)
+    run = run_detection(Detector(backend), source, progress=False)
     elapsed = time.perf_counter() - start
     (out,) = outputs.made
     assert elapsed < 0.75 * 3 * n * delay  # about one stage per frame, not the sum of the three
@@ -160,7 +158,7 @@ def test_ctrl_c_writes_every_detected_frame_then_closes(outputs):
     outputs.delay = 0.02  # a slow writer: frames are still queued for it when Ctrl-C comes
     source, backend = FakeSource(60), SlowBackend(interrupt_at=8)
     before = signal.getsignal(signal.SIGINT)
-    run = run_detection(FrameDetector(backend), source, progress=False)
+    run = run_detection(Detector(backend), source, progress=False)
     (out,) = outputs.made
     assert (run.frames, run.exit_code, run.stopped) == (8, 130, "interrupted by SIGINT")
     assert out.written() == list(range(8)) and out.events[-1] == "close"
@@ -172,7 +170,7 @@ def test_ctrl_c_writes_every_detected_frame_then_closes(outputs):
 def test_a_source_error_is_raised_in_the_caller_after_closing(outputs):
     source = FakeSource(10, fail_at=3)
     with pytest.raises(UserError) as info:
-        run_detection(FrameDetector(SlowBackend()), source, progress=False)
+        run_detection(Detector(SlowBackend()), source, progress=False)
     (out,) = outputs.made
     assert info.value is source.error  # the same exception, not a copy or a wrapper
     assert out.written() == [0, 1, 2] and out.events[-1] == "close" and source.events[-1] == "closed"
@@ -182,7 +180,7 @@ def test_a_writer_error_is_raised_in_the_caller_after_closing(outputs):
     outputs.fail_at = 2
     source, backend = FakeSource(200), SlowBackend(0.002)
     with pytest.raises(OSError) as info:
-        run_detection(FrameDetector(backend), source, progress=False)
+        run_detection(Detector(backend), source, progress=False)
     (out,) = outputs.made
     assert info.value is outputs.error
     assert out.written() == [0, 1] and out.events[-1] == "close" and source.events[-1] == "closed"
@@ -192,7 +190,7 @@ def test_a_writer_error_is_raised_in_the_caller_after_closing(outputs):
 def test_show_writes_on_the_main_thread_and_q_quits(outputs):
     outputs.quit_at = 3
     source = FakeSource(10)
-    run = run_detection(FrameDetector(SlowBackend()), source, show=True, progress=False)
+    run = run_detection(Detector(SlowBackend()), source, show=True, progress=False)
     (out,) = outputs.made
     main = threading.main_thread()
     assert out.threads == {main} and main not in source.threads  # the window on main, reading still ahead
@@ -202,7 +200,7 @@ def test_show_writes_on_the_main_thread_and_q_quits(outputs):
 
 def test_live_sources_are_read_in_the_main_loop_and_ctrl_c_stops_them(outputs):
     source = FakeLive()
-    run = run_detection(FrameDetector(SlowBackend(interrupt_at=5)), source, progress=False)
+    run = run_detection(Detector(SlowBackend(interrupt_at=5)), source, progress=False)
     (out,) = outputs.made
     assert source.threads == {threading.main_thread()}  # no queue between the camera and the model
     assert source.stopped and (run.frames, run.exit_code) == (5, 130)

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from detector.app.frame_detector import FrameDetector, open_detector
+from detector.app import api
+from detector.app.api import Detector
 from detector.app.run import run_detection
 from detector.app.sources import open_source
-from detector.deploy.torch_runtime import Detector
 from detector.errors import UserError
+from detector.inference.runner import TorchRunner
 
-from .test_app_outputs import FakeBackend
+from .test_app_outputs import FakeRunner
 from .tiny_checkpoint import write_tiny_checkpoint
 
 
@@ -40,10 +41,10 @@ def one_thread():
 
 
 def test_tiny_checkpoint_over_an_image_folder(tmp_path, folder, one_thread):
-    backend = open_detector(write_tiny_checkpoint(tmp_path / "tiny.pt"))
-    assert isinstance(backend, Detector) and backend.names == ["circle", "square", "triangle"]
+    detector = api.load(write_tiny_checkpoint(tmp_path / "tiny.pt"), conf=0.0)
+    assert isinstance(detector.runner, TorchRunner) and detector.names == ["circle", "square", "triangle"]
     out, lines = tmp_path / "out", tmp_path / "d.jsonl"
-    run = run_detection(FrameDetector(backend, conf=0.0), open_source(str(folder)), out, lines, progress=False)
+    run = run_detection(detector, open_source(str(folder)), out, lines, progress=False)
     assert (run.frames, run.exit_code, run.stopped) == (3, 0, "")
     assert run.lines[0].startswith("3 frames in ") and "skipped 1 unreadable images" in run.lines[0]
     assert re.search(
@@ -56,24 +57,24 @@ def test_tiny_checkpoint_over_an_image_folder(tmp_path, folder, one_thread):
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*")) == ["a.jpg", "c.png", "sub/b.png"]
 
 
-class InterruptingBackend(FakeBackend):
+class InterruptingBackend(FakeRunner):
     """Sends this process SIGINT while detecting on the second frame, as Ctrl-C would."""
 
     def __init__(self) -> None:
         super().__init__()
         self.calls = 0
 
-    def __call__(self, frames):
+    def infer(self, batch):
         self.calls += 1
         if self.calls == 2:
             os.kill(os.getpid(), signal.SIGINT)
-        return super().__call__(frames)
+        return batch
 
 
 def test_ctrl_c_finishes_the_frame_and_restores_the_handlers(tmp_path, folder):
     before = signal.getsignal(signal.SIGINT)
     lines = tmp_path / "d.jsonl"
-    run = run_detection(FrameDetector(InterruptingBackend()), open_source(str(folder)), None, lines, progress=False)
+    run = run_detection(Detector(InterruptingBackend()), open_source(str(folder)), None, lines, progress=False)
     assert (run.frames, run.exit_code, run.stopped) == (2, 130, "interrupted by SIGINT")
     assert run.lines[0].endswith("(interrupted by SIGINT)") and len(lines.read_text().splitlines()) == 2
     assert signal.getsignal(signal.SIGINT) is before
@@ -83,4 +84,4 @@ def test_no_readable_image_is_a_user_error(tmp_path):
     (tmp_path / "x.png").write_bytes(b"")
     (tmp_path / "y.png").write_bytes(b"junk")
     with pytest.raises(UserError, match="none of the 2 images could be read"):
-        run_detection(FrameDetector(FakeBackend()), open_source(str(tmp_path)), progress=False)
+        run_detection(Detector(FakeRunner()), open_source(str(tmp_path)), progress=False)

@@ -2,9 +2,8 @@
 
 import pytest
 
-from detector.paper import benchmark_report as report
-from detector.paper.benchmark_report import TARGETS, Target, evaluate_targets, json_report, targets_text, timing_table
-from detector.paper.latency import Timing
+from benchmarks import report
+from benchmarks.report import TARGETS, Target, Timing, evaluate_targets, json_report, targets_text, timing_table
 
 # milliseconds per call at 1 thread, batch 1
 FAKE = {
@@ -55,8 +54,10 @@ def test_table_and_targets_text():
 
 
 def test_json_report_keys():
-    data = json_report(rows(), "tiny", "as initialised", 0.001, {"torch": "t", "onnxruntime": "o"})
-    assert {"cpu_count", "load_average", "torch", "onnxruntime", "results", "targets", "weights"} <= set(data)
+    data = json_report(rows(), "tiny", "as initialised", 0.001)
+    assert {"machine", "load_average", "results", "targets", "weights"} <= set(data)
+    machine = data["machine"]
+    assert machine["cpu"] and machine["cores"] >= 1 and len(machine["date"]) == 10 and "torch" in machine["packages"]
     assert data["frame"] == [480, 640] and data["score_thresh"] == 0.001 and data["model"] == "tiny"
     first, eager = data["results"][0], data["results"][3]
     assert first["ratio_to_torchvision_e2e"] == 1.0 and first["e2e_ms"] == 100.0
@@ -76,7 +77,7 @@ def test_fastest_runtime_is_the_quickest_admissible_one():
     assert report.fastest_runtime([r for r in timed if r.path != report.ORT_FP32]) is None
     text = targets_text(report.all_targets(timed, ap))
     assert f"{report.FASTEST}" in text and "ours openvino bf16, AP loss against ORT fp32 0.20 AP points" in text
-    assert json_report(timed, "m", "w", 0.001, {}, ap=ap)["targets"][report.FASTEST]["backend"] == report.OV_BF16
+    assert json_report(timed, "m", "w", 0.001, ap=ap)["targets"][report.FASTEST]["backend"] == report.OV_BF16
 
 
 def test_memory_target_is_the_largest_excess_over_onnxruntime():

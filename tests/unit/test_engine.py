@@ -9,6 +9,7 @@ from detector import build, config
 from detector.training.distributed import DistInfo
 from detector.training.engine import StepSettings, evaluate, train_one_epoch, train_step
 from detector.training.faults import FaultInjector
+from detector.training.setup import build_training
 from detector.training.state import EpochSums, RunState
 
 from ..data_fixtures import TINY_TRAIN, tiny_dataset
@@ -20,11 +21,26 @@ def run(tmp_path_factory):
     cfg = config.load(None, [*TINY_TRAIN, f"data.data_root={data}", "train.epochs=1"])
     torch.manual_seed(0)
     train_set, val_set = build.build_datasets(cfg)
-    return cfg, build.build_training(cfg, train_set, val_set, DistInfo())
+    return cfg, build_training(cfg, train_set, val_set, DistInfo())
 
 
 def _batch(t):
     return next(iter(t.train_loader))
+
+
+def _parts(t) -> dict:
+    """The keyword arguments of train_step and train_one_epoch that a Training holds."""
+    return {
+        "optimizer": t.optimizer,
+        "scheduler": t.scheduler,
+        "scaler": t.scaler,
+        "ema": t.ema,
+        "settings": t.settings,
+    }
+
+
+def _batchnorm_statistics(model) -> list[torch.Tensor]:
+    return [b.clone() for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var"))]
 
 
 def test_train_step_updates_weights_and_reports_finite_losses(run):
@@ -32,38 +48,57 @@ def test_train_step_updates_weights_and_reports_finite_losses(run):
     before = [p.detach().clone() for p in t.model.parameters()]
     images, targets = _batch(t)
     assert images.dtype == torch.uint8 and images.shape[-1] == 3
-    losses = train_step(t.net, t.criterion, t.optimizer, t.scheduler, t.scaler, t.ema, images, targets, t.settings)
+    losses = train_step(t.net, t.criterion, images, targets, **_parts(t))
     assert set(losses) == {"total", "box", "cls"} and all(math.isfinite(v) for v in losses.values())
     assert losses["total"] == pytest.approx(losses["box"] + losses["cls"], rel=1e-5)
     assert any(not torch.equal(a, b) for a, b in zip(before, t.model.parameters()))
 
 
-def test_non_finite_loss_skips_the_step_and_keeps_batchnorm_statistics(run):
+def test_non_finite_loss_skips_the_step(run):
     _, t = run
     images, targets = _batch(t)
-    weights = {k: v.clone() for k, v in t.model.state_dict().items()}
-    for group in t.optimizer.param_groups:
-        group["lr"] = float("nan")
-    t.optimizer.zero_grad()
+    weights = {k: v.clone() for k, v in t.model.named_parameters()}
+    lr, step = t.optimizer.param_groups[0]["lr"], t.scheduler.last_epoch
     crit = t.criterion
     nan_criterion = lambda *a: {k: v * float("nan") for k, v in crit(*a).items()}  # noqa: E731
-    try:
-        out = train_step(t.net, nan_criterion, t.optimizer, t.scheduler, t.scaler, None, images, targets, t.settings)
-    finally:
-        for group in t.optimizer.param_groups:
-            group["lr"] = 0.01
-    assert out is None
-    for key, value in t.model.state_dict().items():
-        if not key.endswith("num_batches_tracked"):  # a counter, unused with a fixed momentum
-            assert torch.equal(value, weights[key]), key  # weights and running statistics untouched
+    assert train_step(t.net, nan_criterion, images, targets, **_parts(t)) is None
+    for key, value in t.model.named_parameters():
+        assert torch.equal(value, weights[key]) and value.grad is None, key  # no step, no gradients kept
+    assert (t.optimizer.param_groups[0]["lr"], t.scheduler.last_epoch) == (lr, step)  # the schedule waits
+
+
+def test_a_batch_that_breaks_batchnorm_is_undone_to_the_epochs_start(tmp_path):
+    data = tiny_dataset(tmp_path / "data")
+    cfg = config.load(None, [*TINY_TRAIN, f"data.data_root={data}", "train.epochs=1"])
+    train_set, _ = build.build_datasets(cfg, validate=False)
+    t = build_training(cfg, train_set, None, DistInfo())
+    at_start = _batchnorm_statistics(t.model)
+    calls = []
+
+    def overflow_once(module, inputs, output):  # the first forward overflows after the stem
+        calls.append(1)
+        return output * float("inf") if len(calls) == 1 else output
+
+    hook = t.model.backbone.stem.register_forward_hook(overflow_once)
+    after_steps = []
+    state = RunState()
+    record = lambda s, losses: after_steps.append((losses, _batchnorm_statistics(t.model)))  # noqa: E731
+    train_one_epoch(t.net, t.criterion, t.train_loader, state, **_parts(t), after_step=record)
+    hook.remove()
+    (skipped, restored), (second, trained) = after_steps
+    assert skipped is None and state.sums.skipped == 1 and state.step == 1 and second is not None
+    assert all(torch.equal(a, b) for a, b in zip(restored, at_start))  # back to the epoch's start, all finite
+    assert all(torch.isfinite(b).all() for b in trained) and any(
+        not torch.equal(a, b) for a, b in zip(trained, at_start)
+    )
 
 
 def test_one_epoch_then_evaluation(run):
     cfg, t = run
     state = RunState()
     seen = []
-    stats = train_one_epoch(t.net, t.criterion, t.optimizer, t.scheduler, t.train_loader, t.scaler, t.ema, state,
-                            t.settings, lambda s, losses: seen.append(s.epoch_step) or False, t.epochs)  # fmt: skip
+    record = lambda s, losses: seen.append(s.epoch_step) or False  # noqa: E731
+    stats = train_one_epoch(t.net, t.criterion, t.train_loader, state, **_parts(t), after_step=record, epochs=t.epochs)
     assert stats is not None and seen == list(range(1, len(t.train_loader) + 1))
     assert state.step == len(t.train_loader) and state.sums.images == len(t.train_loader) * cfg.train.batch_size
     assert stats["loss"] == pytest.approx(state.sums.loss / state.sums.steps)
@@ -74,19 +109,15 @@ def test_one_epoch_then_evaluation(run):
 def test_after_step_can_stop_the_epoch(run):
     _, t = run
     state = RunState(epoch=1)
-    stats = train_one_epoch(t.net, t.criterion, t.optimizer, t.scheduler, t.train_loader, t.scaler, t.ema, state,
-                            t.settings, lambda s, losses: True)  # fmt: skip
+    stats = train_one_epoch(t.net, t.criterion, t.train_loader, state, **_parts(t), after_step=lambda s, losses: True)
     assert stats is None and state.epoch_step == 1
 
 
-def test_run_state_round_trip_and_the_older_tensor_sums():
+def test_run_state_round_trip():
     state = RunState(
         epoch=2, step=17, epoch_step=3, best_map=0.25, bad_steps=1, sums=EpochSums(1.5, 0.5, 1.0, 3, 1, 12)
     )
     assert RunState.from_dict(state.to_dict()) == state
-    legacy = {"epoch": 2, "step": 17, "epoch_step": 3, "best_map": 0.25,
-              "epoch_sums": torch.tensor([1.5, 0.5, 1.0, 3, 1, 12], dtype=torch.float64)}  # fmt: skip
-    assert RunState.from_dict(legacy).sums == EpochSums(1.5, 0.5, 1.0, 3, 1, 12)
 
 
 def test_fault_injector_reads_the_environment_once():
@@ -133,16 +164,16 @@ def test_a_frozen_backbone_stays_put_then_learns(tmp_path):
     data = tiny_dataset(tmp_path / "data")
     cfg = config.load(None, [*TINY_TRAIN, f"data.data_root={data}", "train.freeze_backbone_epochs=1"])
     train_set, _ = build.build_datasets(cfg, validate=False)
-    t = build.build_training(cfg, train_set, None, DistInfo())
+    t = build_training(cfg, train_set, None, DistInfo())
     backbone = {k: v.clone() for k, v in t.model.backbone.state_dict().items()}
     head = {k: v.clone() for k, v in t.model.cls_heads.state_dict().items()}
     state = RunState()
-    train_one_epoch(t.net, t.criterion, t.optimizer, t.scheduler, t.train_loader, t.scaler, t.ema, state, t.settings)
+    train_one_epoch(t.net, t.criterion, t.train_loader, state, **_parts(t))
     for key, value in t.model.backbone.state_dict().items():  # weights and BatchNorm statistics alike
         assert torch.equal(value, backbone[key]), key
     assert any(not torch.equal(v, head[k]) for k, v in t.model.cls_heads.state_dict().items())
     state.end_epoch()
-    train_one_epoch(t.net, t.criterion, t.optimizer, t.scheduler, t.train_loader, t.scaler, t.ema, state, t.settings)
+    train_one_epoch(t.net, t.criterion, t.train_loader, state, **_parts(t))
     changed = [k for k, v in t.model.backbone.state_dict().items() if not torch.equal(v, backbone[k])]
     assert len(changed) > len(backbone) // 2
 

@@ -13,6 +13,8 @@ from detector.errors import UserError
 from detector.evaluation.coco_eval import STAT_KEYS, evaluate, load_coco
 from detector.evaluation.detector_accuracy import accuracy_lines, coco_accuracy
 from detector.evaluation.run import EvalResult, evaluate_detections_file, evaluate_model, write_results
+from detector.ssd.detections import Detections
+from detector.weights.resolve import load_model
 
 from ..data_fixtures import tiny_dataset
 from .tiny_checkpoint import write_tiny_checkpoint
@@ -55,17 +57,17 @@ def test_no_detections_writes_no_curve(tmp_path, data):
 def test_checkpoint_on_a_dataset(data, tmp_path, caplog):
     data_cfg = DataConfig(data_root=str(data))
     ckpt = write_tiny_checkpoint(tmp_path / "tiny.pt")
-    model, post, categories, cfg = build.load_detector(ckpt)
-    dataset = build.build_eval_dataset(cfg, data_cfg)
-    result = evaluate_model(model, post, categories, dataset, torch.device("cpu"), 2, 0, progress=False)
-    result.model = {"backbone": cfg.model.backbone}
+    loaded = load_model(ckpt)
+    dataset = build.build_eval_dataset(loaded.config, data_cfg)
+    result = evaluate_model(loaded, dataset, torch.device("cpu"), 2, 0, progress=False)
+    assert result.model == {"backbone": "mobilenet_v3_small", "width": 1.0, "reduced_tail": True, "layout": "paper"}
     assert result.detections and {d["image_id"] for d in result.detections} <= {1, 2, 3}
     assert set(result.metrics) >= set(STAT_KEYS)
     assert "categories differ from the checkpoint's (id 3 is" in caplog.text  # the dataset has ids 3, 7, 11, 12, 20
     metrics = json.loads(write_results(result, tmp_path / "out")[0].read_text())
     assert metrics["model"]["backbone"] == "mobilenet_v3_small"
     with pytest.raises(UserError, match="no val data"):
-        build.build_eval_dataset(cfg, DataConfig())
+        build.build_eval_dataset(loaded.config, DataConfig())
 
 
 def test_coco_accuracy_of_a_perfect_detector(data):
@@ -76,11 +78,8 @@ def test_coco_accuracy_of_a_perfect_detector(data):
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[info["id"]]))
         boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], np.float32)
         key = read_image(images / info["file_name"]).tobytes()
-        by_pixels[key] = {
-            "boxes": boxes.reshape(-1, 4),
-            "scores": np.ones(len(anns), np.float32),
-            "category_ids": np.array([a["category_id"] for a in anns], np.int64),
-        }
+        ids = np.array([a["category_id"] for a in anns], np.int64)
+        by_pixels[key] = Detections(boxes.reshape(-1, 4), np.ones(len(anns), np.float32), ids, ids)
 
     row = coco_accuracy(lambda frames: [by_pixels[f.tobytes()] for f in frames], ann, images)
     assert row == {"AP": pytest.approx(1.0), "AP50": pytest.approx(1.0), "images": 3}

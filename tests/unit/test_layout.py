@@ -15,13 +15,14 @@ RANK = {
     "data": 2,
     "backbones": 2,
     "ssd": 3,
-    "evaluation": 4,
-    "training": 5,
-    "build": 6,
-    "weights": 7,
-    "deploy": 8,
-    "app": 9,
-    "paper": 10,
+    "build": 4,
+    "weights": 5,
+    "evaluation": 6,
+    "training": 7,
+    "inference": 8,
+    "deploy": 9,
+    "app": 10,
+    "paper": 11,
 }
 
 

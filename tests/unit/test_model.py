@@ -1,8 +1,10 @@
 import pytest
 import torch
 
-from detector.build import build_all, build_model
+from detector.build import build_criterion, build_model
 from detector.config import Config, ModelConfig
+
+from ..conftest import randomise_batchnorm
 
 BACKBONES = [
     ("mobilenet_v3_large", 1.0, True),
@@ -21,7 +23,7 @@ def test_gradients_reach_every_parameter(backbone, width, reduced, layout, loss)
         backbone=backbone, width=width, reduced_tail=reduced, layout=layout, num_classes=3, image_size=(128, 128)
     )
     cfg.loss.kind = loss
-    model, criterion, _ = build_all(cfg)
+    model, criterion = build_model(cfg.model), build_criterion(cfg.loss)
     model.train()
     images = torch.rand(2, 3, 128, 128)
     # One object on an anchor of every level, so that every predictor has a positive.
@@ -40,14 +42,23 @@ def test_gradients_reach_every_parameter(backbone, width, reduced, layout, loss)
 
 
 def test_same_raw_outputs_in_train_and_eval_mode():
+    """Raw outputs in both modes, and nothing but BatchNorm's statistics behaves differently: with BatchNorm
+    on its running statistics, a model in train mode gives eval mode's outputs to the bit."""
     model = build_model(ModelConfig(backbone="mobilenet_v3_small", image_size=(96, 96)))
+    randomise_batchnorm(model)
     x = torch.rand(2, 3, 96, 96)
     with torch.no_grad():
-        model.eval()
-        a = model(x)
+        a = model.eval()(x)
         model.train()
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
         b = model(x)
-    assert [t.shape for t in a] == [t.shape for t in b]
+        batch_statistics = model.train()(x)
+    anchors = len(model.anchors)
+    assert [tuple(t.shape) for t in a] == [(2, anchors, 4), (2, anchors, model.num_classes + 1)]
+    assert all(torch.equal(s, t) for s, t in zip(a, b))
+    assert [t.shape for t in batch_statistics] == [t.shape for t in a] and not torch.equal(batch_statistics[1], a[1])
 
 
 def test_wrong_input_size_is_a_clear_error():

@@ -1,4 +1,4 @@
-"""tools/setup_opencv.py: which OpenCV build is wanted where, and the pip commands that get there (run none)."""
+"""scripts/setup_opencv.py: which OpenCV build is wanted where, and the pip commands that get there (run none)."""
 
 import importlib.util
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "setup_opencv.py"
+TOOL = Path(__file__).resolve().parents[2] / "scripts" / "setup_opencv.py"
 _spec = importlib.util.spec_from_file_location("setup_opencv", TOOL)
 setup_opencv = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(setup_opencv)

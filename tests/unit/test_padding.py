@@ -9,7 +9,8 @@ from detector import build, checkpoint
 from detector.backbones.padding import TFSameConv2d, same_padding
 from detector.config import to_dict
 from detector.deploy.fuse import fuse_for_inference
-from detector.deploy.pipeline import export_onnx_file, export_torchscript_file
+from detector.deploy.pipeline import ExportOptions, export
+from detector.weights.resolve import load_model
 
 from ..conftest import randomise_batchnorm
 from .tiny_checkpoint import CATEGORIES, tiny_config
@@ -48,11 +49,11 @@ def tf_same_detector(tmp_path_factory):
     randomise_batchnorm(model)
     path = tmp_path_factory.mktemp("ckpt") / "tf_same.pt"
     checkpoint.save(path, {"model": model.state_dict(), "config": to_dict(cfg), "categories": CATEGORIES})
-    return build.load_detector(path)
+    return load_model(path)
 
 
 def test_the_model_keeps_its_keys_and_anchors(tf_same_detector):
-    model, *_ = tf_same_detector
+    model = tf_same_detector.model
     symmetric = build.build_model(tiny_config().model)
     assert list(model.state_dict()) == list(symmetric.state_dict())
     assert torch.equal(model.anchors, symmetric.anchors)
@@ -65,21 +66,20 @@ def test_the_model_keeps_its_keys_and_anchors(tf_same_detector):
 
 
 def test_fused_onnx_int8_and_torchscript_paths_keep_tf_same(tf_same_detector, tmp_path):
-    model, post, categories, cfg = tf_same_detector
+    model = tf_same_detector.model
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         for a, b in zip(model(x), fuse_for_inference(model)(x)):
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
-    report = export_onnx_file(model, post, categories, cfg, tmp_path / "m.onnx", say=lambda _: None)
+    report = export(tf_same_detector, tmp_path / "m.onnx", ExportOptions(), say=lambda _: None)
     assert report.raw_parity.ok
-    report = export_torchscript_file(model, post, categories, cfg, tmp_path / "m.ts.pt", say=lambda _: None)
-    assert report.raw_parity.ok
+    options = ExportOptions(format="torchscript")
+    assert export(tf_same_detector, tmp_path / "m.torchscript.pt", options, say=lambda _: None).raw_parity.ok
     calib = []
     for i in range(2):
         calib.append(tmp_path / f"c{i}.png")
         import cv2
 
         cv2.imwrite(str(calib[-1]), (np.random.default_rng(i).random((64, 64, 3)) * 255).astype(np.uint8))
-    int8 = export_onnx_file(model, post, categories, cfg, tmp_path / "m.int8.onnx", int8_calibration_files=calib,
-                            say=lambda _: None)  # fmt: skip
+    int8 = export(tf_same_detector, tmp_path / "m.int8.onnx", ExportOptions(calibration=calib), say=lambda _: None)
     assert int8.precision == "int8" and int8.int8_drift["box_max"] < 64

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import cv2
@@ -119,16 +117,9 @@ def test_second_domain_deterministic_from_seed():
     assert not all(np.array_equal(x[0], y[0]) for x, y in zip(a, c))
 
 
-def _benchmark_tool():
-    spec = importlib.util.spec_from_file_location("benchmark_finetune", ROOT / "tools" / "benchmark_finetune.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("benchmark_finetune", module)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_benchmark_log_table_and_goal(tmp_path):
-    tool = _benchmark_tool()
+    from benchmarks import finetune as tool
+
     log = tmp_path / "log.jsonl"
     lines = [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "AP": 0.1, "AP50": 0.3}, {"epoch": 3, "AP": 0.2, "AP50": 0.5}]
     log.write_text("\n".join(json.dumps(x) for x in lines) + "\n")

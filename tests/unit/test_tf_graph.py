@@ -12,6 +12,7 @@ import torch
 from detector import build, checkpoint
 from detector.errors import UserError
 from detector.weights import catalog, hub, resolve
+from detector.weights.resolve import load_model
 from detector.weights.tf_graph import backbone_of, convert, name_map, read_consts, tf_config
 
 from ..conftest import run_tool
@@ -77,10 +78,12 @@ def test_a_missing_or_misshaped_node_is_named(tmp_path):
 def test_the_tool_converts_the_zoo_archive(tmp_path):
     graph, _ = frozen_graph("small")
     write_zoo_tarball(tmp_path / "zoo.tar.gz", "ssd_mobilenet_v3_small_coco_2020_01_14", graph)
-    done = run_tool("tools/convert_tf.py", str(tmp_path / "zoo.tar.gz"), "--out", str(tmp_path / "c.pt"), timeout=300)
+    done = run_tool("tools/convert.py", str(tmp_path / "zoo.tar.gz"), "--out", str(tmp_path / "c.pt"), timeout=300)
     assert done.returncode == 0, done.stderr
-    model, post, categories, cfg = build.load_detector(tmp_path / "c.pt")
-    assert cfg.model.padding == "tf_same" and post.per_class_limit == "after_nms" and len(categories) == 90
+    loaded = load_model(tmp_path / "c.pt")
+    model, cfg = loaded.model, loaded.config
+    assert cfg.model.padding == "tf_same" and loaded.post.per_class_limit == "after_nms"
+    assert len(loaded.categories) == 90
     assert len(model.anchors) == 2034 and checkpoint.load(tmp_path / "c.pt")["source"].startswith("TF frozen graph")
     (tmp_path / "g.pb").write_bytes(graph)
     reference, state = converted(tmp_path / "g.pb")
@@ -109,13 +112,13 @@ def test_paper_names_load_the_zoo_archive_from_the_cache(arch, tmp_path, monkeyp
     monkeypatch.setenv(hub.OFFLINE_VARIABLE, "1")
     entry = catalog.CATALOG[f"paper-v3-{arch}-coco"]
     with pytest.raises(UserError, match=f"{entry.filename} is not in .* download {entry.url} and put it in"):
-        resolve.load_detector(entry.name)
+        resolve.load_model(entry.name)
     graph, weights = frozen_graph(arch)
     hub.cached_path(entry).parent.mkdir(parents=True)
     write_zoo_tarball(hub.cached_path(entry), f"ssd_mobilenet_v3_{arch}_coco_2020_01_14", graph)
-    model, post, categories, cfg = resolve.load_detector(entry.name)
+    loaded = resolve.load_model(entry.name)
+    cfg = loaded.config
     assert cfg.model.backbone == entry.backbone and cfg.data.class_slots == "category_id"
-    assert categories[0] == {"id": 1, "name": "person"} and post.nms_thresh == 0.6
-    assert torch.equal(
-        model.state_dict()["cls_heads.5.1.bias"], torch.from_numpy(weights["BoxPredictor_5/ClassPredictor/biases"])
-    )
+    assert loaded.categories[0] == {"id": 1, "name": "person"} and loaded.post.nms_thresh == 0.6
+    bias = torch.from_numpy(weights["BoxPredictor_5/ClassPredictor/biases"])
+    assert torch.equal(loaded.model.state_dict()["cls_heads.5.1.bias"], bias)

@@ -56,11 +56,13 @@ def test_catalog_entries_are_complete():
 def test_torchvision_coco_loads_from_the_cache(cache, monkeypatch):
     tv = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
     install("torchvision-coco", tv.state_dict(), monkeypatch)
-    model, post, categories, cfg = resolve.load_detector("torchvision-coco")
+    loaded = resolve.load_model("torchvision-coco")
+    categories = loaded.categories
     assert categories == coco_categories() and len(categories) == 90 and categories[0]["name"] == "person"
-    assert cfg.model.layout == "torchvision" and len(model.anchors) == 3234
+    assert loaded.config.model.layout == "torchvision" and len(loaded.model.anchors) == 3234
+    assert loaded.source.startswith("torchvision-coco: ")
     head = tv.state_dict()["head.classification_head.module_list.0.1.weight"]
-    assert torch.equal(model.state_dict()["cls_heads.0.1.weight"], head)
+    assert torch.equal(loaded.model.state_dict()["cls_heads.0.1.weight"], head)
 
 
 @pytest.mark.parametrize("variant,reduced", [("large", False), ("large", True), ("small", False), ("small", True)])
@@ -109,19 +111,19 @@ def test_corrupt_file_is_refused_with_the_hash_it_should_have(cache):
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not the weights")
     with pytest.raises(UserError) as err:
-        resolve.load_detector("torchvision-coco")
+        resolve.load_model("torchvision-coco")
     assert str(path) in str(err.value) and entry.sha256 in str(err.value)
     assert path.exists()  # the user's file is theirs to delete
 
 
 def test_a_classifier_name_is_not_a_detector(cache):
     with pytest.raises(UserError, match="--init imagenet-large"):
-        resolve.load_detector("imagenet-large")
+        resolve.load_model("imagenet-large")
 
 
 def test_unknown_spec_lists_the_names(cache):
     with pytest.raises(UserError, match="torchvision-coco"):
-        resolve.load_detector("no-such-weights")
+        resolve.load_model("no-such-weights")
 
 
 def _tiny_detector(tmp_path, names: list[str], seed: int):

@@ -1,6 +1,6 @@
 """The inference benchmark's paths, its targets as data, and its report (text table and JSON).
 
-Timings are ``detector.paper.latency.Timing`` rows: a path name, threads, batch, rounds timed and the median
+Timings are ``Timing`` rows: a path name, threads, batch, rounds timed and the median
 milliseconds per call of the stages ``pre``, ``model``, ``post`` and ``e2e`` (torchvision's full call has
 ``e2e`` only). A target is the ratio of one (path, stage) time to another at 1 thread, batch 1, compared with
 a goal: ``>=`` for speed-ups (higher is better), ``<=`` for time ratios (lower is better).
@@ -9,9 +9,22 @@ a goal: ``>=`` for speed-ups (higher is better), ``<=`` for time ratios (lower i
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from detector.paper.latency import Timing
+from detector.inference.timing import machine
+
+
+@dataclass
+class Timing:
+    """Median milliseconds per call of each stage (``pre``, ``model``, ``post``, ``e2e``) over ``repeats``
+    calls of a batch of ``batch`` frames at ``threads`` threads."""
+
+    path: str
+    threads: int
+    batch: int
+    repeats: int
+    ms: dict[str, float] = field(default_factory=dict)
+
 
 TV_E2E = "torchvision e2e"
 TV_SPLIT = "torchvision split"
@@ -128,19 +141,18 @@ def targets_text(found: dict[str, dict], targets: tuple[Target, ...] = TARGETS) 
     return "\n".join(lines)
 
 
-def json_report(rows: list[Timing], model: str, weights: str, score_thresh: float, versions: dict[str, str],
+def json_report(rows: list[Timing], model: str, weights: str, score_thresh: float,
                 frame: tuple[int, int] = (480, 640), ap: dict[str, float] | None = None,
                 resident: dict | None = None) -> dict:  # fmt: skip
-    """Everything as JSON: the run's settings, the machine, ``versions`` ({"torch": ..., "onnxruntime": ...}),
-    one record per timing (``<stage>_ms`` and ``ratio_to_torchvision_e2e``) and the targets."""
+    """Everything as JSON: the run's settings, the ``machine`` (CPU, cores, date, package versions), one record
+    per timing (``<stage>_ms`` and ``ratio_to_torchvision_e2e``) and the targets."""
     return {
         "model": model,
         "frame": list(frame),
         "score_thresh": score_thresh,
         "weights": weights,
-        "cpu_count": os.cpu_count(),
+        "machine": machine(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        **versions,
         "results": [
             {
                 "path": r.path,

@@ -1,7 +1,10 @@
+"""tools/convert.py: a torchvision state dict and a catalog name into checkpoints of ours (the TF frozen graphs
+are converted in tests/unit/test_tf_graph.py)."""
+
 import torch
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
-from detector.build import load_detector
+from detector.weights.resolve import load_model
 
 from ..conftest import randomise_batchnorm, run_tool
 
@@ -19,9 +22,10 @@ def test_converted_checkpoint_gives_torchvisions_detections(tmp_path):
     tv = _random_torchvision_detector()
     state_file, out = tmp_path / "tv.pt", tmp_path / "ours.pt"
     torch.save(tv.state_dict(), state_file)
-    result = run_tool("tools/convert_torchvision.py", "--state-dict", str(state_file), "--out", str(out))
+    result = run_tool("tools/convert.py", "--state-dict", str(state_file), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    model, post, categories, cfg = load_detector(out)
+    loaded = load_model(out)
+    model, post, categories, cfg = loaded.model, loaded.post, loaded.categories, loaded.config
     assert (cfg.model.layout, post.score_thresh, post.nms_thresh, post.topk_per_class, post.max_detections) == (
         "torchvision",
         0.001,
@@ -52,12 +56,12 @@ def test_converted_checkpoint_gives_torchvisions_detections(tmp_path):
 def test_bad_state_dict_is_a_clean_error(tmp_path):
     bad = tmp_path / "bad.pt"
     torch.save({"foo.weight": torch.zeros(3)}, bad)
-    result = run_tool("tools/convert_torchvision.py", "--state-dict", str(bad), "--out", str(tmp_path / "o.pt"))
+    result = run_tool("tools/convert.py", "--state-dict", str(bad), "--out", str(tmp_path / "o.pt"))
     assert result.returncode == 2 and "Traceback" not in result.stderr and "foo.weight" in result.stderr
     assert not (tmp_path / "o.pt").exists()
 
 
-def test_offline_without_state_dict_is_a_clean_error(tmp_path):
+def test_a_name_offline_without_its_file_is_a_clean_error(tmp_path):
     env = {
         "TORCH_HOME": str(tmp_path / "empty-cache"),
         "PATH": "/usr/bin:/bin",
@@ -65,6 +69,9 @@ def test_offline_without_state_dict_is_a_clean_error(tmp_path):
         "https_proxy": "http://127.0.0.1:9",
         "http_proxy": "http://127.0.0.1:9",
     }
-    result = run_tool("tools/convert_torchvision.py", "--out", str(tmp_path / "o.pt"), env=env, timeout=120)
+    result = run_tool("tools/convert.py", "torchvision-coco", "--out", str(tmp_path / "o.pt"), env=env, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "--state-dict" in result.stderr
+    assert "ssdlite320_mobilenet_v3_large_coco-a79551df.pth is not in" in result.stderr
+    assert not (tmp_path / "o.pt").exists()
+    neither = run_tool("tools/convert.py", "--out", str(tmp_path / "o.pt"))
+    assert neither.returncode == 2 and "give exactly one of SOURCE" in neither.stderr

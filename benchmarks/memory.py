@@ -14,12 +14,12 @@ from pathlib import Path
 
 SCRIPT = """
 import json, sys
-from detector.app.frame_detector import open_detector
+import detector
 from detector.data.synthetic import synthetic_frames
-detector = open_detector(sys.argv[1], runtime=sys.argv[2], threads=1)
+model = detector.load(sys.argv[1], runtime=sys.argv[2], threads=1)
 frames = synthetic_frames(1)
 for _ in range(20):
-    detector(frames)
+    model(frames)
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
 print(json.dumps({key: int(status[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}))
 """
@@ -29,7 +29,7 @@ def resident_mb(files: dict[str, tuple[Path, str]], timeout_s: float = 300) -> d
     """{path: {"VmRSS": MB, "VmHWM": MB}} for each ``path: (model file, runtime name)``."""
     if not Path("/proc/self/status").exists():
         return {}
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     out = {}
     for path, (file, runtime) in files.items():
         done = subprocess.run([sys.executable, "-c", SCRIPT, str(file), runtime], capture_output=True, text=True,

@@ -121,7 +121,7 @@ def setup(args: argparse.Namespace, wheels: str) -> int:
         run_pip(plan(installed_opencv(), headless, False, version, py, wheels))
         fix = "install the system libraries it needs (e.g. apt install libgl1 libglib2.0-0)" if steps else "fix that"
         print(f"opencv: {wanted} does not work here ({error or 'no GUI backend'}); put {headless} back - for a "
-              f"window, {fix} and run tools/setup_opencv.py again")  # fmt: skip
+              f"window, {fix} and run scripts/setup_opencv.py again")  # fmt: skip
         error, has_gui = probe(py)
         if error is None:
             return 1 if args.gui else 0

@@ -1,6 +1,6 @@
 """Fine-tuning pays: on a second synthetic domain, training from the demo's checkpoint against from scratch.
 
-    python tools/benchmark_finetune.py [--init runs/demo/train/best.pt | --train-source] [--epochs 12]
+    python tools/benchmark.py finetune [--init runs/demo/train/best.pt | --train-source] [--epochs 12]
         [--train 600 --val 150] [--classes circle square triangle star hexagon] [--background tiles]
         [--output-dir runs/benchmark_finetune] [--set KEY=VALUE ...] [--device auto]
 
@@ -88,8 +88,7 @@ def run(cmd: list[str], log_file: Path) -> None:
         raise SystemExit(f"{cmd[0]} failed (exit {code}); the end of {log_file}:\n{tail}")
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", default="runs/demo/train/best.pt", help="source checkpoint (trained on the demo data)")
     p.add_argument("--train-source", action="store_true", help="train the source checkpoint first when missing")
     p.add_argument("--epochs", type=int, default=12)
@@ -102,12 +101,10 @@ def main() -> int:
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="more overrides, for both runs")
     p.add_argument("--device", default="auto")
     p.add_argument("--output-dir", type=Path, default=Path("runs/benchmark_finetune"))
-    args = p.parse_args()
+
+
+def main(args: argparse.Namespace) -> int:
     out, init = (ROOT / args.output_dir).resolve(), (ROOT / args.init).resolve()
-    help_text = subprocess.run([sys.executable, "tools/train_coco.py", "--help"], cwd=ROOT, capture_output=True).stdout
-    if b"--init" not in help_text:
-        print("tools/train_coco.py has no --init option yet: fine-tuning cannot run", file=sys.stderr)
-        return 2
     if not init.is_file():
         if not args.train_source:
             print(f"no source checkpoint at {init}: make it with `make demo` (or pass --train-source)", file=sys.stderr)
@@ -139,7 +136,3 @@ def main() -> int:
     print(table_text(result, args.epochs))
     print(f"\nwrote {out / 'result.json'}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
