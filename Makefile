@@ -26,18 +26,19 @@ demo: $(STAMP)
 	@echo "demo outputs: $(DEMO)/train (checkpoints, log.jsonl), $(DEMO)/eval (metrics.json, pr_curve.png),"
 	@echo "              $(DEMO)/detect (annotated video, detections.jsonl)"
 
+# One pytest worker per core (pytest-xdist), each on one thread, as the tools they start (OMP_NUM_THREADS).
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" -n auto
 
 test-unit: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests/unit
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" -n auto tests/unit
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check detector tools tests
-	$(VENV)/bin/ruff format --check detector tools tests
+	$(VENV)/bin/ruff check detector tools benchmarks scripts tests
+	$(VENV)/bin/ruff format --check detector tools benchmarks scripts tests
 
 table6: $(STAMP)
 	$(PY) tools/table6.py

@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from detector.inference.timing import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "configs/synthetic_demo.yaml"
 GOAL_FRACTION = 1 / 3
@@ -129,10 +131,13 @@ def main(args: argparse.Namespace) -> int:
         logs[name] = read_log(run_dir / "log.jsonl")
     result = compare(logs["scratch"], logs["finetune"], args.epochs)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    result = {"settings": settings | {"init": str(init), "recipe": RECIPE, "overrides": overrides}, **result}
+    result = {"settings": settings | {"init": str(init), "recipe": RECIPE, "overrides": overrides}, **result,
+              "machine": machine()}  # fmt: skip
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(f"\ndataset B: {', '.join(args.classes)} on '{args.background}', {args.train}+{args.val} images")
     print(f"source checkpoint: {init}\n")
     print(table_text(result, args.epochs))
-    print(f"\nwrote {out / 'result.json'}")
+    m = result["machine"]
+    print(f"\n{m['cpu']}, {m['cores']} cores, {m['date']}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()))
+    print(f"wrote {out / 'result.json'}")
     return 0

@@ -319,8 +319,9 @@ def main(args: argparse.Namespace) -> int:
     if resident:
         text += "\nresident MB (VmRSS / peak): " + ", ".join(f"{p} {m['VmRSS']:.0f} / {m['VmHWM']:.0f}"
                                                            for p, m in resident.items())  # fmt: skip
-    machine = report["machine"]
-    text += f"\n{machine['cpu']}, {machine['cores']} cores, {machine['date']}, load average {report['load_average']}"
+    m = report["machine"]
+    packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    text += f"\n{m['cpu']}, {m['cores']} cores, {m['date']}; {packages}; load average {report['load_average']}"
     print(text, file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(report, indent=1))

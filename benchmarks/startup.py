@@ -5,7 +5,7 @@ Runs ``tools/detect.py IMAGE`` (no --weights: torchvision-coco) as a user would,
 against a hub cache holding a file of torchvision's architecture and size. With the real file cached
 (``--real``, e.g. after one online run of detect.py) nothing is patched; without it the file is made here
 from random weights, and the catalog is told that file's hash (the SHA-256 check still runs in full).
-Prints the median wall time of the whole command, and every run's.
+Prints the median wall time of the whole command, every run's, and the machine (CPU, cores, date, packages).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
 from detector.data.synthetic import synthetic_frames
 from detector.errors import UserError
+from detector.inference.timing import machine
 from detector.weights import catalog
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +75,7 @@ def run(runs: int = 5, real: bool = False, threads: int = 1) -> dict:
         "command_to_detection_s_median": round(statistics.median(times), 3),
         "all_s": [round(t, 3) for t in times],
         "detections_in_first_frame": len(first["detections"]),
+        "machine": machine(),
     }
 
 

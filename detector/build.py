@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch import nn
 
-from detector import config
+from detector import checkpoint, config
 from detector.backbones.layers import NormLayer, batch_norm
 from detector.backbones.mnasnet import mnasnet_a1_backbone
 from detector.backbones.mobilenet_v1 import MobileNetV1
@@ -137,15 +137,15 @@ class LoadedModel:
 
 
 def model_from_checkpoint(ckpt: dict, source: str) -> LoadedModel:
-    """The ``LoadedModel`` of a checkpoint's contents (``model``, ``config``, ``categories``); ``source`` names
-    it in errors."""
+    """The ``LoadedModel`` of a checkpoint's contents (``model``, ``config``, ``categories``; the EMA of the
+    weights instead of ``model`` when the run kept one); ``source`` names it in errors."""
     try:
         cfg = config.from_dict(ckpt["config"])
     except ConfigError as exc:
         raise UserError(f"{source}: its config cannot be used: {exc}") from None
     model = build_model(cfg.model, init=False)
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(checkpoint.shipped_weights(ckpt))
     except RuntimeError as exc:
         raise UserError(f"{source}: weights do not fit the model its config describes: {str(exc)[:300]}") from None
     model.eval()

@@ -99,6 +99,15 @@ def load(path: str | Path) -> dict:
     return ckpt
 
 
+def shipped_weights(ckpt: dict) -> dict:
+    """The weights a checkpoint's model is used with: those of the EMA when the run kept one (what its
+    evaluations scored and best.pt was chosen by), else its ``model`` entry."""
+    ema = ckpt.get("ema")
+    if not ema:
+        return ckpt["model"]
+    return {key.removeprefix("module."): value for key, value in ema.items() if key.startswith("module.")}
+
+
 def rename_by_prefix(state: dict, prefixes: dict[str, str]) -> tuple[dict, list[str]]:
     """``state`` with each key's first matching prefix of ``prefixes`` (old -> new) replaced, and the keys no
     prefix matched (left out of the result), e.g. to load torchvision's state dicts into our modules."""

@@ -90,7 +90,7 @@ def initialise(model: nn.Module, spec: str, backbone: str, categories: list[dict
         source, summary = resolve_checkpoint(spec), InitSummary(str(spec))
         source_names = [c["name"] for c in source["categories"]]
         target_names = [c["name"] for c in categories]
-        state = source["model"]
+        state = checkpoint.shipped_weights(source)
         if source_names != target_names:
             state = carry_class_rows(state, model.state_dict(), source_names, target_names, summary)
         load_matching(model, state, summary)

@@ -1,9 +1,13 @@
-"""tools/benchmark.py inference --quick --json: every path timed, stage by stage, and the targets evaluated."""
+"""tools/benchmark.py inference --quick --json: every path timed, stage by stage, and the targets evaluated;
+on a small checkpoint in `make test`, on the default model (the paper's V3†) in `make test-slow`."""
 
 import json
 
+import pytest
+
 from ..conftest import run_tool
 from .test_detect import ENV
+from .test_detect import weights as weights  # noqa: F401 - a fixture
 
 PATHS = [
     "torchvision e2e",
@@ -17,11 +21,20 @@ PATHS = [
 OPENVINO_PATHS = ["ours openvino f32", "ours openvino bf16", "ours openvino int8 (NNCF)"]
 
 
-def test_quick_benchmark_json():
-    result = run_tool("tools/benchmark.py", "inference", "--quick", "--json", env=ENV, timeout=300)
+@pytest.mark.slow
+def test_quick_benchmark_json_on_the_paper_model():
+    check_report(run_tool("tools/benchmark.py", "inference", "--quick", "--json", env=ENV, timeout=300), "V3†")
+
+
+def test_quick_benchmark_json_on_a_checkpoint(weights):  # noqa: F811
+    result = run_tool("tools/benchmark.py", "--quick", "--json", "--weights", str(weights), env=ENV, timeout=300)
+    check_report(result, weights.name)  # without a subcommand: inference
+
+
+def check_report(result, model: str) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["score_thresh"] == 0.001 and report["frame"] == [480, 640] and report["model"].startswith("V3†")
+    assert report["score_thresh"] == 0.001 and report["frame"] == [480, 640] and report["model"].startswith(model)
     assert {"machine", "load_average", "results", "targets", "weights"} <= set(report)
     assert {"torch", "onnxruntime"} <= set(report["machine"]["packages"]) and report["machine"]["cpu"]
     rows = report["results"]

@@ -6,7 +6,7 @@ from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
 from detector.weights.resolve import load_model
 
-from ..conftest import randomise_batchnorm, run_tool
+from ..conftest import randomise_batchnorm, run_tool, tool_in_process
 
 
 def _random_torchvision_detector() -> torch.nn.Module:
@@ -56,22 +56,17 @@ def test_converted_checkpoint_gives_torchvisions_detections(tmp_path):
 def test_bad_state_dict_is_a_clean_error(tmp_path):
     bad = tmp_path / "bad.pt"
     torch.save({"foo.weight": torch.zeros(3)}, bad)
-    result = run_tool("tools/convert.py", "--state-dict", str(bad), "--out", str(tmp_path / "o.pt"))
+    result = tool_in_process("tools/convert.py", "--state-dict", str(bad), "--out", str(tmp_path / "o.pt"))
     assert result.returncode == 2 and "Traceback" not in result.stderr and "foo.weight" in result.stderr
     assert not (tmp_path / "o.pt").exists()
 
 
-def test_a_name_offline_without_its_file_is_a_clean_error(tmp_path):
-    env = {
-        "TORCH_HOME": str(tmp_path / "empty-cache"),
-        "PATH": "/usr/bin:/bin",
-        "no_proxy": "",
-        "https_proxy": "http://127.0.0.1:9",
-        "http_proxy": "http://127.0.0.1:9",
-    }
-    result = run_tool("tools/convert.py", "torchvision-coco", "--out", str(tmp_path / "o.pt"), env=env, timeout=120)
+def test_a_name_offline_without_its_file_is_a_clean_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("DETECTOR_OFFLINE", "1")
+    result = tool_in_process("tools/convert.py", "torchvision-coco", "--out", str(tmp_path / "o.pt"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "ssdlite320_mobilenet_v3_large_coco-a79551df.pth is not in" in result.stderr
     assert not (tmp_path / "o.pt").exists()
-    neither = run_tool("tools/convert.py", "--out", str(tmp_path / "o.pt"))
+    neither = tool_in_process("tools/convert.py", "--out", str(tmp_path / "o.pt"))
     assert neither.returncode == 2 and "give exactly one of SOURCE" in neither.stderr

@@ -19,7 +19,7 @@ from detector.build import build_model
 from detector.config import Config, ModelConfig, to_dict
 from detector.errors import UserError
 
-from ..conftest import ROOT, randomise_batchnorm, run_tool
+from ..conftest import ROOT, randomise_batchnorm, run_tool, tool_in_process
 
 CATEGORIES = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 5, "name": "triangle"}]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # small models; one thread is fastest and deterministic
@@ -51,8 +51,9 @@ def write_video(path, frames: int, fps: float, size=(96, 64)) -> None:
     writer.release()
 
 
-def detect(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return run_tool("tools/detect.py", *args, env=ENV, timeout=120, **kwargs)
+def detect(*args: str) -> subprocess.CompletedProcess:
+    """tools/detect.py in this process (the tests of the process itself start one: Ctrl-C, a missing camera)."""
+    return tool_in_process("tools/detect.py", *args)
 
 
 def video_args(source, weights, out, lines) -> list[str]:
@@ -177,7 +178,7 @@ def test_sigint_mid_video_finalises_the_mp4(weights, tmp_path):
 
 
 def test_missing_camera_is_a_one_line_error(weights):
-    result = detect("--video", "cam9", "--weights", str(weights))
+    result = run_tool("tools/detect.py", "--video", "cam9", "--weights", str(weights), env=ENV, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "error: cam9: cannot open camera 9 (no such device, unreachable or unsupported)"
 
@@ -198,15 +199,10 @@ def test_missing_and_unreadable_sources_are_user_errors(tmp_path):
         assert str(info.value).startswith(spec) and "\n" not in str(info.value)
 
 
-def test_show_without_a_display_is_a_clear_error(weights, mixed_folder):
-    result = run_tool(
-        "tools/detect.py",
-        str(mixed_folder / "a.jpg"),
-        "--weights",
-        str(weights),
-        "--show",
-        env={k: v for k, v in ENV.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")},
-    )
+def test_show_without_a_display_is_a_clear_error(weights, mixed_folder, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    result = detect(str(mixed_folder / "a.jpg"), "--weights", str(weights), "--show")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("error: --show:") and "--output-dir" in result.stderr
 

@@ -6,7 +6,7 @@ from pycocotools.cocoeval import COCOeval
 
 from detector.evaluation.coco_eval import STAT_KEYS
 
-from ..conftest import run_tool
+from ..conftest import run_tool, tool_in_process
 from ..data_fixtures import tiny_dataset
 
 
@@ -23,7 +23,7 @@ def test_ground_truth_as_detections_scores_one(tmp_path):
     ann = data / "annotations" / "instances_val2017.json"
     dets = tmp_path / "dets.json"
     dets.write_text(json.dumps(_gt_as_detections(ann)))
-    result = run_tool(
+    result = tool_in_process(
         "tools/eval_coco.py", "--detections", str(dets), "--gt", str(ann), "--output-dir", str(tmp_path / "o")
     )
     assert result.returncode == 0, result.stderr
@@ -45,7 +45,7 @@ def test_agrees_with_a_direct_cocoeval_run(tmp_path):
     dets[0]["category_id"] = 20 if dets[0]["category_id"] != 20 else 3
     path = tmp_path / "dets.json"
     path.write_text(json.dumps(dets))
-    result = run_tool(
+    result = tool_in_process(
         "tools/eval_coco.py", "--detections", str(path), "--gt", str(ann), "--output-dir", str(tmp_path / "o")
     )
     assert result.returncode == 0, result.stderr
@@ -64,7 +64,7 @@ def test_bad_inputs_are_clean_errors(tmp_path):
     bad.write_text("{not json")
     result = run_tool("tools/eval_coco.py", "--detections", str(bad), "--gt", str(bad))
     assert result.returncode == 2 and "Traceback" not in result.stderr and "bad.json" in result.stderr
-    result = run_tool("tools/eval_coco.py")
+    result = tool_in_process("tools/eval_coco.py")
     assert result.returncode == 2 and "--weights" in result.stderr
 
 
@@ -84,7 +84,7 @@ def test_weights_on_a_dataset_writes_everything(tmp_path):
     checkpoint.save(
         ckpt, {"model": build_model(cfg.model).state_dict(), "config": to_dict(cfg), "categories": CATEGORIES}
     )
-    result = run_tool(
+    result = tool_in_process(
         "tools/eval_coco.py",
         "--weights",
         str(ckpt),

@@ -19,7 +19,7 @@ from detector.deploy.runtimes import open_runner
 from detector.deploy.torchscript_format import TorchScriptRunner
 from detector.weights.resolve import load_model
 
-from ..conftest import run_tool
+from ..conftest import run_tool, tool_in_process
 from .test_detect import ENV, SIZES, detect, read_lines, smooth_image
 from .test_detect import _one_thread as _one_thread  # noqa: F401 - fixtures
 from .test_detect import mixed_folder as mixed_folder  # noqa: F401
@@ -34,7 +34,8 @@ def raw_onnx(weights):
 
 
 def export(*args: str):
-    return run_tool("tools/export.py", *args, env=ENV, timeout=300)
+    """tools/export.py in this process; the int8 export runs in a new one."""
+    return tool_in_process("tools/export.py", *args)
 
 
 def frames() -> list[np.ndarray]:
@@ -131,7 +132,8 @@ def test_int8_export_runs_and_reports_accuracy(weights, tmp_path):
         )
     )
     out = tmp_path / "small.int8.onnx"
-    result = export(
+    result = run_tool(
+        "tools/export.py",
         "--weights",
         str(weights),
         "--int8",
@@ -143,6 +145,8 @@ def test_int8_export_runs_and_reports_accuracy(weights, tmp_path):
         str(val),
         "--out",
         str(out),
+        env=ENV,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "int8 vs fp32 raw outputs" in result.stdout

@@ -13,7 +13,7 @@ import torch
 from detector import checkpoint
 from detector.errors import UserError
 
-from ..conftest import ROOT, run_tool
+from ..conftest import ROOT, tool_in_process
 from ..data_fixtures import TINY_TRAIN, tiny_dataset
 
 LONG = [*TINY_TRAIN, "train.batch_size=2", "train.epochs=3", "train.eval_every=0"]
@@ -25,11 +25,12 @@ def _train_args(data, out, *sets):
 
 
 def _train(data, out, *sets):
-    return run_tool(*_train_args(data, out, *sets), timeout=600)
+    """A run to completion, in this process (the interrupted runs are new processes)."""
+    return tool_in_process(*_train_args(data, out, *sets))
 
 
 def _start(data, out, sets=()):
-    """The LONG training as a background process."""
+    """The LONG training as a background process, to be interrupted."""
     cmd = [sys.executable, *_train_args(data, out, *LONG, *sets)]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -43,16 +44,8 @@ def _wait_for(path, proc, timeout=300):
 
 
 def _resume_auto(out, data):
-    return run_tool(
-        "tools/train_coco.py",
-        "--resume",
-        "auto",
-        "--output-dir",
-        str(out),
-        "--data-root",
-        str(data),
-        "--no-val",
-        timeout=600,
+    return tool_in_process(
+        "tools/train_coco.py", "--resume", "auto", "--output-dir", str(out), "--data-root", str(data), "--no-val"
     )
 
 
@@ -72,7 +65,7 @@ def test_sigint_saves_mid_epoch_and_resume_is_exact(tmp_path):
     assert "continue with --resume" in err and "Traceback" not in err
     saved = checkpoint.load(tmp_path / "cut" / "last.pt")
     assert 0 < saved["step"] < 24
-    resumed = run_tool("tools/train_coco.py", "--resume", str(tmp_path / "cut" / "last.pt"), "--no-val", timeout=600)
+    resumed = tool_in_process("tools/train_coco.py", "--resume", str(tmp_path / "cut" / "last.pt"), "--no-val")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = checkpoint.load(tmp_path / "full" / "last.pt"), checkpoint.load(tmp_path / "cut" / "last.pt")
     for key, value in a["model"].items():
@@ -137,7 +130,7 @@ def test_corrupted_checkpoint_points_to_the_previous_one(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     last = tmp_path / "run" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])
-    result = run_tool("tools/train_coco.py", "--resume", str(last), "--no-val")
+    result = tool_in_process("tools/train_coco.py", "--resume", str(last), "--no-val")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "truncated or corrupted" in result.stderr and "last.prev.pt" in result.stderr
     auto = _resume_auto(tmp_path / "run", data)

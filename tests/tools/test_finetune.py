@@ -8,7 +8,7 @@ import torch
 from detector import checkpoint
 from detector.weights.resolve import load_model
 
-from ..conftest import run_tool
+from ..conftest import tool_in_process
 from ..data_fixtures import TINY_TRAIN, tiny_dataset
 
 
@@ -30,13 +30,12 @@ def _rows(det: dict, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _train(data, json_dir, out, *extra, sets=()):
-    return run_tool(
+    return tool_in_process(
         "tools/train_coco.py",
         "--train-json", str(json_dir / "train.json"), "--train-images", str(data / "train2017"),
         "--output-dir", str(out), "--no-val",
         "--set", *TINY_TRAIN, "model.num_classes=3", "train.epochs=1", *sets,
         *extra,
-        timeout=600,
     )  # fmt: skip
 
 

@@ -1,3 +1,5 @@
+"""tools/train_coco.py: what a run writes, resuming bit-exactly, and two processes computing what one does."""
+
 import json
 import os
 import sys
@@ -6,23 +8,14 @@ import torch
 
 from detector import checkpoint
 
-from ..conftest import ROOT, run_tool
+from ..conftest import ROOT, tool_in_process
 from ..data_fixtures import TINY_TRAIN, tiny_dataset
 
 
 def _train(out, data, *extra, sets=()):
-    return run_tool(
-        "tools/train_coco.py",
-        "--data-root",
-        str(data),
-        "--output-dir",
-        str(out),
-        "--set",
-        *TINY_TRAIN,
-        *sets,
-        *extra,
-        timeout=600,
-    )
+    """tools/train_coco.py in this process (the runs in new processes are in test_faults_training.py)."""
+    return tool_in_process("tools/train_coco.py", "--data-root", str(data), "--output-dir", str(out), "--set",
+                           *TINY_TRAIN, *sets, *extra)  # fmt: skip
 
 
 def test_train_writes_checkpoints_log_and_config(tmp_path):
@@ -48,7 +41,7 @@ def test_resume_is_bit_exact(tmp_path):
     first = _train(tmp_path / "split", data, "--stop-after-epoch", "1", sets=["train.eval_every=0"])
     assert first.returncode == 0, first.stderr[-3000:]
     assert checkpoint.load(tmp_path / "split" / "last.pt")["epoch"] == 1
-    second = run_tool("tools/train_coco.py", "--resume", str(tmp_path / "split" / "last.pt"), timeout=600)
+    second = tool_in_process("tools/train_coco.py", "--resume", str(tmp_path / "split" / "last.pt"))
     assert second.returncode == 0, second.stderr[-3000:]
     a = checkpoint.load(tmp_path / "full" / "last.pt")
     b = checkpoint.load(tmp_path / "split" / "last.pt")

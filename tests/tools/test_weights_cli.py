@@ -6,9 +6,6 @@ under torchvision's file name; the in-process runs let the catalog trust that fi
 
 import dataclasses
 import json
-import os
-import runpy
-import sys
 
 import cv2
 import numpy as np
@@ -18,7 +15,7 @@ import torch
 from detector.weights import catalog, hub
 from detector.weights.torchvision_ssdlite import coco_categories
 
-from ..conftest import ROOT, run_tool
+from ..conftest import ROOT, tool_in_process
 from ..data_fixtures import tiny_dataset
 from .test_convert import _random_torchvision_detector
 
@@ -37,23 +34,20 @@ def coco_cache(tmp_path, monkeypatch):
     return path
 
 
-def run_in_process(tool: str, *args: str, monkeypatch) -> int:
-    monkeypatch.setattr(sys, "argv", [tool, *args])
-    with pytest.raises(SystemExit) as done:
-        runpy.run_path(str(ROOT / tool), run_name="__main__")
-    return done.value.code
+def run_in_process(tool: str, *args: str) -> int:
+    result = tool_in_process(tool, *args)
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    return result.returncode
 
 
-def test_detect_without_weights_runs_the_default_coco_model(coco_cache, tmp_path, monkeypatch, caplog):
+def test_detect_without_weights_runs_the_default_coco_model(coco_cache, tmp_path):
     image = tmp_path / "street.jpg"
     rng = np.random.default_rng(0)
     cv2.imwrite(str(image), rng.integers(0, 255, (240, 360, 3), dtype=np.uint8))
     out = tmp_path / "dets.jsonl"
-    caplog.set_level("INFO")
-    code = run_in_process("tools/detect.py", str(image), "--conf", "0.0", "--save-json", str(out),
-                          monkeypatch=monkeypatch)  # fmt: skip
-    assert code == 0
-    assert "no --weights: the default COCO model, torchvision-coco" in caplog.text
+    result = tool_in_process("tools/detect.py", str(image), "--conf", "0.0", "--save-json", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no --weights: the default COCO model, torchvision-coco" in result.stderr
     record = json.loads(out.read_text().splitlines()[0])
     names = {c["name"] for c in coco_categories()}
     assert record["detections"] and {d["name"] for d in record["detections"]} <= names
@@ -64,21 +58,24 @@ def test_eval_and_export_take_names(coco_cache, tmp_path, monkeypatch):
     data = tiny_dataset(tmp_path / "data", train=1, val=2)
     out = str(tmp_path / "eval")
     code = run_in_process("tools/eval_coco.py", "--weights", "torchvision-coco", "--data-root", str(data),
-                          "--output-dir", out, "--workers", "0", monkeypatch=monkeypatch)  # fmt: skip
+                          "--output-dir", out, "--workers", "0")  # fmt: skip
     assert code == 0 and "AP" in json.loads((tmp_path / "eval" / "metrics.json").read_text())
     onnx_file = tmp_path / "coco.onnx"
     code = run_in_process("tools/export.py", "--weights", "torchvision-coco", "--out", str(onnx_file),
-                          monkeypatch=monkeypatch)  # fmt: skip
+                          )  # fmt: skip
     assert code == 0 and onnx_file.stat().st_size > 1_000_000
 
 
-def _env(tmp_path) -> dict:
-    return {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), hub.OFFLINE_VARIABLE: "1", "OMP_NUM_THREADS": "1"}
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """An empty hub cache under tmp_path, downloads forbidden."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv(hub.OFFLINE_VARIABLE, "1")
 
 
-def test_offline_without_the_file_is_one_line_naming_file_url_and_folder(tmp_path):
+def test_offline_without_the_file_is_one_line_naming_file_url_and_folder(tmp_path, offline):
     entry = catalog.CATALOG["torchvision-coco"]
-    result = run_tool("tools/detect.py", str(tmp_path / "any.jpg"), env=_env(tmp_path), timeout=120)
+    result = tool_in_process("tools/detect.py", str(tmp_path / "any.jpg"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1
@@ -86,24 +83,23 @@ def test_offline_without_the_file_is_one_line_naming_file_url_and_folder(tmp_pat
     assert entry.filename in error[0] and entry.url in error[0] and str(folder) in error[0]
 
 
-def test_a_wrong_file_under_the_name_is_refused(tmp_path):
+def test_a_wrong_file_under_the_name_is_refused(tmp_path, offline):
     entry = catalog.CATALOG["imagenet-small"]
     folder = tmp_path / "torch" / "hub" / "checkpoints"
     folder.mkdir(parents=True)
     (folder / entry.filename).write_bytes(b"\0" * 1000)
     data = tiny_dataset(tmp_path / "data", train=4, val=1)
-    result = run_tool("tools/train_coco.py", "--config", "configs/synthetic_demo.yaml", "--data-root", str(data),
-                      "--init", "imagenet-small", "--output-dir", str(tmp_path / "run"), "--no-val",
-                      env=_env(tmp_path), timeout=300)  # fmt: skip
+    run = str(tmp_path / "run")
+    recipe = str(ROOT / "configs" / "synthetic_demo.yaml")
+    result = tool_in_process("tools/train_coco.py", "--config", recipe, "--data-root", str(data), "--init",
+                             "imagenet-small", "--output-dir", run, "--no-val")  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert str(folder / entry.filename) in result.stderr and entry.sha256 in result.stderr
 
 
-def test_train_without_arguments_says_where_it_looked(tmp_path):
-    import subprocess
-
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "train_coco.py")], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+def test_train_without_arguments_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no data/coco here
+    result = tool_in_process("tools/train_coco.py")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     error = result.stderr.strip().splitlines()[-1]
     for part in ("data/coco/annotations/instances_train2017.json", "train2017/", "val2017/", "--data-root",
@@ -127,15 +123,15 @@ def test_the_paper_model_from_the_zoo_archive_through_detect_eval_and_export(tmp
     photo = str(files("skimage") / "data" / "astronaut.png")
     out = tmp_path / "dets.jsonl"
     code = run_in_process("tools/detect.py", photo, "--weights", entry.name, "--conf", "0.0", "--save-json",
-                          str(out), monkeypatch=monkeypatch)  # fmt: skip
+                          str(out))  # fmt: skip
     record = json.loads(out.read_text().splitlines()[0])
     assert code == 0 and len(record["detections"]) == 100  # TF's 100 per image at score 1e-8
     data = tiny_dataset(tmp_path / "data", train=1, val=2)
     code = run_in_process("tools/eval_coco.py", "--weights", entry.name, "--data-root", str(data), "--output-dir",
-                          str(tmp_path / "eval"), "--workers", "0", monkeypatch=monkeypatch)  # fmt: skip
+                          str(tmp_path / "eval"), "--workers", "0")  # fmt: skip
     assert code == 0 and "AP" in json.loads((tmp_path / "eval" / "metrics.json").read_text())
     for extra in ([], ["--int8", "--calib", str(data / "val2017"), "--calib-count", "2"]):
         onnx_file = tmp_path / f"paper{len(extra)}.onnx"
         code = run_in_process("tools/export.py", "--weights", entry.name, "--out", str(onnx_file), *extra,
-                              monkeypatch=monkeypatch)  # fmt: skip
+                              )  # fmt: skip
         assert code == 0 and onnx_file.stat().st_size > 1_000_000

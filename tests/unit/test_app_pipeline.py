@@ -4,7 +4,6 @@ The source, the model and the outputs are fakes whose work is ``time.sleep`` (no
 loaded machine; each fake records the thread it ran on and what it did.
 """
 
-import os
 import re
 import signal
 import threading
@@ -18,6 +17,7 @@ from detector.app.run import run_detection
 from detector.app.sources import Frame, LiveSource
 from detector.errors import UserError
 
+from ..conftest import press_ctrl_c
 from .test_app_outputs import FakeRunner
 
 
@@ -88,7 +88,7 @@ class SlowBackend(FakeRunner):
         self.threads.add(threading.current_thread())
         self.calls += 1
         if self.calls == self.interrupt_at:
-            os.kill(os.getpid(), signal.SIGINT)
+            press_ctrl_c()
         time.sleep(self.delay)
         return batch
 

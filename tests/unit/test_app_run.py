@@ -1,7 +1,6 @@
 """run_detection in-process: a tiny checkpoint over an image folder, Ctrl-C mid-run, unreadable sources."""
 
 import json
-import os
 import re
 import signal
 
@@ -17,6 +16,7 @@ from detector.app.sources import open_source
 from detector.errors import UserError
 from detector.inference.runner import TorchRunner
 
+from ..conftest import press_ctrl_c
 from .test_app_outputs import FakeRunner
 from .tiny_checkpoint import write_tiny_checkpoint
 
@@ -67,7 +67,7 @@ class InterruptingBackend(FakeRunner):
     def infer(self, batch):
         self.calls += 1
         if self.calls == 2:
-            os.kill(os.getpid(), signal.SIGINT)
+            press_ctrl_c()
         return batch
 
 

@@ -1,4 +1,4 @@
-"""tools/convert_tf.py's mapping, on frozen graphs written with TF's names, ops and layouts from TF's own
+"""tools/convert.py's mapping, on frozen graphs written with TF's names, ops and layouts from TF's own
 architecture tables (tests/tf_frozen_graph.py, independent of our model code): every weight of the graph is
 used, permuted as TF's layouts require; graphs that are not the paper's are refused by node name; the zoo
 archive works as a file and as the catalog names ``paper-v3-{large,small}-coco``. The numerical check against
@@ -15,7 +15,7 @@ from detector.weights import catalog, hub, resolve
 from detector.weights.resolve import load_model
 from detector.weights.tf_graph import backbone_of, convert, name_map, read_consts, tf_config
 
-from ..conftest import run_tool
+from ..conftest import tool_in_process
 from ..tf_frozen_graph import FE, frozen_graph, write_zoo_tarball
 
 ARCHS = ["large", "small"]
@@ -78,7 +78,7 @@ def test_a_missing_or_misshaped_node_is_named(tmp_path):
 def test_the_tool_converts_the_zoo_archive(tmp_path):
     graph, _ = frozen_graph("small")
     write_zoo_tarball(tmp_path / "zoo.tar.gz", "ssd_mobilenet_v3_small_coco_2020_01_14", graph)
-    done = run_tool("tools/convert.py", str(tmp_path / "zoo.tar.gz"), "--out", str(tmp_path / "c.pt"), timeout=300)
+    done = tool_in_process("tools/convert.py", str(tmp_path / "zoo.tar.gz"), "--out", str(tmp_path / "c.pt"))
     assert done.returncode == 0, done.stderr
     loaded = load_model(tmp_path / "c.pt")
     model, cfg = loaded.model, loaded.config

@@ -167,3 +167,24 @@ def test_init_that_fits_nothing_is_an_error(tmp_path):
     model = build_model(ModelConfig(backbone="mobilenet_v3_large", width=0.5, num_classes=1))
     with pytest.raises(UserError, match="no convolution of it fits"):
         resolve.initialise(model, str(path), "mobilenet_v3_large", [{"id": 1, "name": "a"}])
+
+
+def test_a_run_with_ema_ships_the_ema_weights(tmp_path):
+    """best.pt is chosen by the AP of the EMA weights: loading and --init take those, not the raw ones."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    path, model, cfg, categories = _tiny_detector(tmp_path, ["a", "b"], seed=0)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # the raw weights move on after the EMA's last update
+    payload = {"model": model.state_dict(), "ema": ema.state_dict(), "config": to_dict(cfg), "categories": categories}
+    checkpoint.save(path, payload)
+    shipped = {k.removeprefix("module."): v for k, v in ema.state_dict().items() if k != "n_averaged"}
+    loaded = resolve.load_model(path).model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in shipped.items()) and set(loaded) == set(shipped)
+    fresh = build_model(cfg.model)
+    resolve.initialise(fresh, str(path), cfg.model.backbone, categories)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in shipped.items())
+    checkpoint.save(path, {**payload, "ema": None})  # a run without EMA ships its model
+    assert torch.equal(resolve.load_model(path).model.cls_heads[0][1].bias, model.cls_heads[0][1].bias)
