@@ -43,6 +43,24 @@ def test_bad_keys_and_types_name_the_key(override, message):
         config.load(None, [override])
 
 
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.layout=pap", "model.layout: unknown 'pap'; expected one of paper, torchvision"),
+        ("model.backbone=resnet50", "model.backbone: unknown 'resnet50'; expected one of mobilenet_v3_large"),
+        ("data.augment=[hflip, flip]", r"data.augment\[1\]: unknown 'flip'; expected one of photometric"),
+        ("postprocess.nms_thresh=1.5", r"postprocess.nms_thresh: expected an IoU in \[0, 1\], got 1.5"),
+        ("model.image_size=[16, 320]", r"model.image_size: expected \[H, W\] of at least 32 pixels"),
+        ("train.batch_size=0", "train.batch_size: expected at least 1, got 0"),
+        ("model.backbone=mobilenet_v2", "model.reduced_tail: only MobileNetV3 has a reduced tail"),
+    ],
+)
+def test_values_are_checked_where_the_config_is_made(override, message):
+    with pytest.raises(ConfigError, match=message):
+        config.load(None, [override])
+    assert config.load(None, ["model.backbone=mobilenet_v2", "model.reduced_tail=false"]).model.width == 1.0
+
+
 def test_bad_yaml_names_the_file(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("model: [unclosed\n")
