@@ -302,8 +302,9 @@ def settings_of(args: argparse.Namespace) -> Settings:
         threads, batches, repeats = [1], [1], 3
     if min(threads + batches) < 1 or repeats < 1:
         raise UserError("threads, batches and --repeats must be positive")
-    return Settings(args.weights, list(dict.fromkeys(threads)), batches, repeats, args.budget, args.fresh_init,
-                    args.quick, Path(args.val_data) if args.val_data else None, args.memory)  # fmt: skip
+    return Settings(weights=args.weights, threads=list(dict.fromkeys(threads)), batches=batches, repeats=repeats,
+                    budget_s=args.budget, fresh_init=args.fresh_init, quick=args.quick,
+                    val_data=Path(args.val_data) if args.val_data else None, memory=args.memory)  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from detector.data.synthetic import render_image, synthetic_frames
 from detector.data.transforms import apply_transform, build_transform
 from detector.inference.timing import interleaved, machine
 from detector.training.engine import StepSettings, train_step
+from detector.training.optim import Optimisation
 
 Item = tuple[Path, np.ndarray, np.ndarray]  # a JPEG file, its boxes (M, 4) xyxy pixels, its labels (M,)
 
@@ -105,12 +106,12 @@ def ours_step(layout: str, loss: str, batch: int, device: torch.device) -> Calla
     criterion = build_criterion(LossConfig(kind=loss))
     images, targets = _batch(batch)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    parts = {"optimizer": optimizer, "scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0),
-             "scaler": torch.amp.GradScaler("cuda", enabled=amp), "ema": None,
-             "settings": StepSettings(device, amp=amp, channels_last=amp)}  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0)
+    optim = Optimisation(optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=amp))
+    settings = StepSettings(device, amp=amp, channels_last=amp)
 
     def step() -> None:
-        train_step(model, criterion, images, targets, **parts)
+        train_step(model, criterion, images, targets, optim, settings)
         _sync(device)
 
     return step

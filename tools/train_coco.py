@@ -113,7 +113,7 @@ def main() -> int:
         t = build_training(cfg, train_set, val_set, dist, model)
         state = RunState()
         if resume is not None:
-            state = restore_training(resume, t.model, t.optimizer, t.scheduler, t.scaler, t.ema)
+            state = restore_training(resume, t.model, t.optim)
         run_log = RunLog(out_dir, dist.is_main, fresh=resume is None, log_every=cfg.train.log_every)
         stop = StopRequest()
 
@@ -124,7 +124,7 @@ def main() -> int:
         fault = FaultInjector.from_environment(dist.rank)
         with cli.stop_requests(request_stop) as received:
             try:
-                metrics = fit(t, state, out_dir, run_log, stop, fault, args.stop_after_epoch)
+                metrics = fit(t, state, out_dir, run_log, stop, fault=fault, stop_after=args.stop_after_epoch)
             except TrainingInterrupted as exc:
                 print(str(exc), file=sys.stderr)
                 return 128 + (received[0] if received else signal.SIGINT)

@@ -55,7 +55,8 @@ def stage_blocks(stages: tuple[Stage, ...], stem_ch: int, width: float, act: str
         for i in range(stage.repeats):
             se = max(1, int(in_ch * se_ratio)) if stage.se else 0
             stride = stage.stride if i == 0 else 1
-            specs.append(BlockSpec(in_ch, in_ch * stage.expansion, out, stage.kernel, stride, act, se, stage.skip))
+            specs.append(BlockSpec(in_ch, in_ch * stage.expansion, out, stage.kernel, stride, act=act, se_ch=se,
+                                   residual=stage.skip))  # fmt: skip
             in_ch = out
     if c4_block < 0:
         raise ValueError("the stage table marks no C4 stage")

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import torch
 from pycocotools.coco import COCO
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -29,6 +28,7 @@ from detector.evaluation.predict import predict_coco
 from detector.ssd.detections import LabelMap
 from detector.ssd.postprocess import PostProcessor
 from detector.training import distributed
+from detector.training.optim import Optimisation
 from detector.training.state import RunState
 
 log = logging.getLogger(__name__)
@@ -83,11 +83,7 @@ def train_step(
     criterion: Callable,
     images: torch.Tensor,
     targets: list[dict],
-    *,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    ema: AveragedModel | None,
+    optim: Optimisation,
     settings: StepSettings,
 ) -> dict | None:
     """One SGD step on a batch: images (N, H, W, 3) uint8, targets as ``CocoDetection`` gives them (boxes
@@ -104,18 +100,18 @@ def train_step(
         box, logits = model(x)
     losses = criterion(box.float(), logits.float(), net.anchors, targets)
     finite = distributed.all_reduce_sum(torch.isfinite(losses["total"]).double().reshape(1)).item()
-    optimizer.zero_grad(set_to_none=True)
+    optim.optimizer.zero_grad(set_to_none=True)
     if finite < distributed.world_size():
         return None
-    scaler.scale(losses["total"]).backward()
+    optim.scaler.scale(losses["total"]).backward()
     if settings.clip_grad_norm > 0:
-        scaler.unscale_(optimizer)
+        optim.scaler.unscale_(optim.optimizer)
         nn.utils.clip_grad_norm_(net.parameters(), settings.clip_grad_norm)
-    scaler.step(optimizer)
-    scaler.update()
-    scheduler.step()
-    if ema is not None:
-        ema.update_parameters(net)
+    optim.scaler.step(optim.optimizer)
+    optim.scaler.update()
+    optim.scheduler.step()
+    if optim.ema is not None:
+        optim.ema.update_parameters(net)
     reduced = distributed.all_reduce_sum(torch.stack([losses["total"], losses["box"], losses["cls"]]).detach())
     total, box_loss, cls_loss = (reduced / distributed.world_size()).tolist()  # = what one process would compute
     return {"total": total, "box": box_loss, "cls": cls_loss}
@@ -126,11 +122,7 @@ def train_one_epoch(
     criterion: Callable,
     loader: DataLoader,
     state: RunState,
-    *,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    ema: AveragedModel | None,
+    optim: Optimisation,
     settings: StepSettings,
     after_step: Callable[[RunState, dict | None], bool] = lambda state, losses: False,
     epochs: int | None = None,
@@ -154,8 +146,7 @@ def train_one_epoch(
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{epochs or '?'}", disable=not distributed.is_main(),
                initial=state.epoch_step, total=len(loader), dynamic_ncols=True)  # fmt: skip
     for images, targets in bar:
-        losses = train_step(model, criterion, images, targets, optimizer=optimizer, scheduler=scheduler,
-                            scaler=scaler, ema=ema, settings=settings)  # fmt: skip
+        losses = train_step(model, criterion, images, targets, optim, settings)
         state.epoch_step += 1
         state.sums.add(losses, len(images) * world)
         if losses is None:
@@ -169,8 +160,7 @@ def train_one_epoch(
         else:
             state.bad_steps, state.step = 0, state.step + 1
             rate = (state.sums.images - images_before) / (time.perf_counter() - start)
-            lr = optimizer.param_groups[0]["lr"]
-            bar.set_postfix(loss=f"{losses['total']:.4f}", lr=f"{lr:.4g}", img_s=f"{rate:.1f}")
+            bar.set_postfix(loss=f"{losses['total']:.4f}", lr=f"{optim.lr:.4g}", img_s=f"{rate:.1f}")
         if after_step(state, losses):
             bar.close()
             return None
@@ -178,7 +168,7 @@ def train_one_epoch(
     steps = max(1, sums.steps)
     return {
         "iters": state.step,
-        "lr": optimizer.param_groups[0]["lr"],
+        "lr": optim.lr,
         "loss": sums.loss / steps,
         "box_loss": sums.box_loss / steps,
         "cls_loss": sums.cls_loss / steps,

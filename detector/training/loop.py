@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from pycocotools.coco import COCO
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from detector import checkpoint
@@ -22,6 +21,7 @@ from detector.ssd.postprocess import PostProcessor
 from detector.training import distributed
 from detector.training.engine import StepSettings, TrainingStopped, evaluate, train_one_epoch
 from detector.training.faults import FaultInjector
+from detector.training.optim import Optimisation
 from detector.training.payload import training_payload
 from detector.training.run_log import RunLog
 from detector.training.state import RunState
@@ -39,10 +39,7 @@ class Training:
     net: nn.Module
     criterion: object
     post: PostProcessor
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    ema: AveragedModel | None
+    optim: Optimisation
     train_loader: DataLoader
     val_loader: DataLoader | None
     val_gt: COCO | None
@@ -55,11 +52,10 @@ class Training:
 
     def eval_model(self) -> nn.Module:
         """The weights to evaluate and ship: the EMA when enabled."""
-        return self.ema.module if self.ema is not None else self.model
+        return self.optim.ema.module if self.optim.ema is not None else self.model
 
     def payload(self, state: RunState) -> dict:
-        return training_payload(self.model, self.config, self.labels.categories, self.optimizer, self.scheduler,
-                                self.scaler, self.ema, state)  # fmt: skip
+        return training_payload(self.model, self.config, self.labels.categories, self.optim, state)
 
 
 class StopRequest:
@@ -94,7 +90,7 @@ def fit(
 
     def after_step(state: RunState, losses: dict | None) -> bool:
         if losses is not None:
-            run_log.step(state.step, losses, t.optimizer.param_groups[0]["lr"])
+            run_log.step(state.step, losses, t.optim.lr)
         if stop.now():
             save("last.pt")
             return True
@@ -107,9 +103,8 @@ def fit(
     metrics: dict = {}
     for epoch in range(state.epoch, min(t.epochs, stop_after or t.epochs)):
         try:
-            stats = train_one_epoch(t.net, t.criterion, t.train_loader, state, optimizer=t.optimizer,
-                                    scheduler=t.scheduler, scaler=t.scaler, ema=t.ema, settings=t.settings,
-                                    after_step=after_step, epochs=t.epochs)  # fmt: skip
+            stats = train_one_epoch(t.net, t.criterion, t.train_loader, state, t.optim, t.settings, after_step,
+                                    epochs=t.epochs)  # fmt: skip
         except TrainingStopped as exc:
             raise TrainingStopped(f"{exc}; stopped, {last_path} holds the last good state") from None
         if stats is None:

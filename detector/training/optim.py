@@ -1,11 +1,30 @@
-"""SGD with weight decay on convolution weights only, and the warmup + cosine learning-rate schedule."""
+"""SGD with weight decay on convolution weights only, the warmup + cosine learning-rate schedule, and the objects
+an optimiser step updates, together (``Optimisation``)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+
+@dataclass
+class Optimisation:
+    """What a step updates besides the model: the optimiser, its learning-rate schedule (stepped per
+    iteration), the AMP gradient scaler (a no-op when disabled) and the EMA of the weights (None without)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: AveragedModel | None = None
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the first parameter group (the base one) now."""
+        return self.optimizer.param_groups[0]["lr"]
 
 
 def build_optimizer(

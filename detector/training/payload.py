@@ -11,55 +11,39 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
 from detector import checkpoint
 from detector.errors import UserError
+from detector.training.optim import Optimisation
 from detector.training.state import RunState, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
 
-def training_payload(
-    model: nn.Module,
-    config: dict,
-    categories: list[dict],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    ema: AveragedModel | None,
-    state: RunState,
-) -> dict:
+def training_payload(model: nn.Module, config: dict, categories: list[dict], optim: Optimisation,
+                     state: RunState) -> dict:  # fmt: skip
     return {
         "model": model.state_dict(),
         "config": config,
         "categories": categories,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "ema": ema.state_dict() if ema is not None else None,
+        "optimizer": optim.optimizer.state_dict(),
+        "scheduler": optim.scheduler.state_dict(),
+        "scaler": optim.scaler.state_dict(),
+        "ema": optim.ema.state_dict() if optim.ema is not None else None,
         **state.to_dict(),
         "rng": rng_state(),
     }
 
 
-def restore_training(
-    ckpt: dict,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    ema: AveragedModel | None,
-) -> RunState:
+def restore_training(ckpt: dict, model: nn.Module, optim: Optimisation) -> RunState:
     """Load every state of ``ckpt`` into the objects given (random generators included); its RunState."""
     model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    scaler.load_state_dict(ckpt["scaler"])
-    if ema is not None and ckpt.get("ema") is not None:
-        ema.load_state_dict(ckpt["ema"])
+    optim.optimizer.load_state_dict(ckpt["optimizer"])
+    optim.scheduler.load_state_dict(ckpt["scheduler"])
+    optim.scaler.load_state_dict(ckpt["scaler"])
+    if optim.ema is not None and ckpt.get("ema") is not None:
+        optim.ema.load_state_dict(ckpt["ema"])
     state = RunState.from_dict(ckpt)
     set_rng_state(ckpt["rng"])
     log.info("resumed at epoch %d, batch %d (step %d)", state.epoch + 1, state.epoch_step, state.step)

@@ -22,7 +22,7 @@ from detector.ssd.model import SSDLite
 from detector.training.distributed import DistInfo
 from detector.training.engine import StepSettings
 from detector.training.loop import Training
-from detector.training.optim import build_optimizer, warmup_cosine
+from detector.training.optim import Optimisation, build_optimizer, warmup_cosine
 from detector.training.sampler import ResumableSampler
 
 
@@ -72,10 +72,12 @@ def build_training(
         net=net,
         criterion=build.build_criterion(cfg.loss),
         post=build.build_postprocessor(cfg, model),
-        optimizer=optimizer,
-        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
-        scaler=torch.amp.GradScaler("cuda", enabled=amp),
-        ema=ema,
+        optim=Optimisation(
+            optimizer=optimizer,
+            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+            scaler=torch.amp.GradScaler("cuda", enabled=amp),
+            ema=ema,
+        ),
         train_loader=train_loader,
         val_loader=eval_loader(val_set, workers=cfg.data.workers) if val_set is not None else None,
         val_gt=load_coco(val_set.ann_file) if val_set is not None and dist.is_main else None,  # scored on main

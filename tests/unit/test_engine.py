@@ -29,14 +29,8 @@ def _batch(t):
 
 
 def _parts(t) -> dict:
-    """The keyword arguments of train_step and train_one_epoch that a Training holds."""
-    return {
-        "optimizer": t.optimizer,
-        "scheduler": t.scheduler,
-        "scaler": t.scaler,
-        "ema": t.ema,
-        "settings": t.settings,
-    }
+    """The arguments of train_step and train_one_epoch that a Training holds."""
+    return {"optim": t.optim, "settings": t.settings}
 
 
 def _batchnorm_statistics(model) -> list[torch.Tensor]:
@@ -58,13 +52,13 @@ def test_non_finite_loss_skips_the_step(run):
     _, t = run
     images, targets = _batch(t)
     weights = {k: v.clone() for k, v in t.model.named_parameters()}
-    lr, step = t.optimizer.param_groups[0]["lr"], t.scheduler.last_epoch
+    lr, step = t.optim.lr, t.optim.scheduler.last_epoch
     crit = t.criterion
     nan_criterion = lambda *a: {k: v * float("nan") for k, v in crit(*a).items()}  # noqa: E731
     assert train_step(t.net, nan_criterion, images, targets, **_parts(t)) is None
     for key, value in t.model.named_parameters():
         assert torch.equal(value, weights[key]) and value.grad is None, key  # no step, no gradients kept
-    assert (t.optimizer.param_groups[0]["lr"], t.scheduler.last_epoch) == (lr, step)  # the schedule waits
+    assert (t.optim.lr, t.optim.scheduler.last_epoch) == (lr, step)  # the schedule waits
 
 
 def test_a_batch_that_breaks_batchnorm_is_undone_to_the_epochs_start(tmp_path):
