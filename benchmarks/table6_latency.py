@@ -47,7 +47,7 @@ def model_latency_ms(model_cfg: ModelConfig, runtime: str, repeats: int = 15) ->
     model = build.build_model(model_cfg).eval()
     stats = synthetic_frames(4, seed=2)
     calibrate_batchnorm(model, lambda: model(preprocess(stats, model.image_size)))
-    x = torch.rand(1, 3, *model_cfg.image_size)
+    x = preprocess(synthetic_frames(1, *model_cfg.image_size, seed=3), model_cfg.image_size)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

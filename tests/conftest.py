@@ -30,13 +30,13 @@ def randomise_batchnorm(model: torch.nn.Module, mean: float = 0.1, bias: float =
             m.bias.data.uniform_(-bias, bias)
 
 
-def press_ctrl_c() -> None:
-    """What Ctrl-C does to this process, in this thread: the SIGINT handler installed now, called. A real signal
-    sent to a pytest-xdist worker can reach it when no handler of ours is in place; the real signal reaches the
-    tools in new processes (tests/tools/test_detect.py, tests/tools/test_faults_training.py)."""
-    handler = signal.getsignal(signal.SIGINT)
-    assert callable(handler), f"no Python handler for SIGINT ({handler!r})"
-    handler(signal.SIGINT, None)
+def press_ctrl_c(signum: int = signal.SIGINT) -> None:
+    """What Ctrl-C (or ``kill``, with SIGTERM) does to this process, in this thread: the handler installed now,
+    called. A real signal sent to a pytest-xdist worker can reach it when no handler of ours is in place; real
+    signals reach the tools in new processes (tests/tools/test_detect.py, tests/tools/test_faults_training.py)."""
+    handler = signal.getsignal(signum)
+    assert callable(handler), f"no Python handler for {signal.Signals(signum).name} ({handler!r})"
+    handler(signum, None)
 
 
 def run_tool(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -48,10 +48,22 @@ def run_tool(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, **kwargs)
 
 
-def tool_in_process(tool: str, *args: str) -> subprocess.CompletedProcess:
+class ToolTimeout(BaseException):
+    """A tool run in this process ran past its time (a BaseException, so that no ``except Exception`` of the
+    tool's own can swallow it)."""
+
+
+def tool_in_process(tool: str, *args: str, timeout: float = 600.0) -> subprocess.CompletedProcess:
     """``python tools/<tool> args`` in this process: the same argument parsing, logging, one-line errors and exit
     status (``cli.run``'s ``sys.exit``), stdout and stderr captured; returns a CompletedProcess like
-    ``run_tool``. Logging is set up afresh for the call and put back after it."""
+    ``run_tool``. Logging and torch's threads are put back after the call; past ``timeout`` seconds it is
+    stopped with ``ToolTimeout``."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise ToolTimeout(f"{tool} {' '.join(args)} ran past {timeout:g} s")
+
+    previous_alarm = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
     out, err = io.StringIO(), io.StringIO()
     handlers, level, argv, threads = logging.root.handlers[:], logging.root.level, sys.argv, torch.get_num_threads()
     logging.root.handlers.clear()
@@ -65,6 +77,8 @@ def tool_in_process(tool: str, *args: str) -> subprocess.CompletedProcess:
                 if exc.code is not None and not isinstance(exc.code, int):
                     print(exc.code, file=sys.stderr)  # as the interpreter prints sys.exit("message")
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_alarm)
         sys.argv = argv
         torch.set_num_threads(threads)
         logging.root.handlers[:] = handlers

@@ -50,6 +50,8 @@ def main() -> int:
                           or "", exif_orientation=loaded.config.data.exif_orientation)  # as trained  # fmt: skip
         dataset = build.build_eval_dataset(loaded.config, data)
         result = evaluate_model(loaded, dataset, device, args.batch_size, args.workers)
+        m = loaded.config.model  # what tools/table6.py --map reads to place the result in its row
+        result.model = {"backbone": m.backbone, "width": m.width, "reduced_tail": m.reduced_tail, "layout": m.layout}
     else:
         raise UserError("give --weights CKPT with a dataset, or --detections FILE --gt ANN.json")
     write_results(result, args.output_dir)

@@ -4,17 +4,17 @@
     python tools/export.py --weights CKPT --int8 --calib DIR [--val-json ANN.json --val-images DIR]
     python tools/export.py --weights CKPT --format openvino [--int8 --calib DIR] [--val-json ... --val-images ...]
 
-BatchNorm is folded into the convolutions first. After export the file is run (ONNX Runtime, or TorchScript)
-on sample inputs and compared with the PyTorch checkpoint: the largest box and score differences are printed,
-and a mismatch (boxes > 0.01 px or scores > 1e-4 apart, or another number of detections) fails the export:
-exit status 2, no file written. --int8 quantises statically (QDQ, per-channel int8 weights, uint8
-activations) with min/max ranges calibrated on images of DIR; with --val-json/--val-images it prints COCO AP
-and AP50 of fp32 and int8 on that labelled set, and fails when int8 loses more than --max-ap-loss AP points.
---format openvino writes an OpenVINO IR (FILE.xml + FILE.bin, '.[openvino]'), checked in OpenVINO at f32 as
-ONNX is; its --int8 is OpenVINO's own (NNCF) quantisation; --val-json then scores fp32 and int8, or without
---int8 fp32 and bf16 (on CPUs with it). --format executorch writes an ExecuTorch program (FILE.pte, XNNPACK delegate,
-'.[executorch]'), fp32 or PT2E int8, checked the same way. The files carry input size, score function,
-post-processing settings and categories: tools/detect.py --weights FILE.onnx (.xml, .pte) needs nothing else.
+BatchNorm is folded into the convolutions first. After export the file is run in its own engine (ONNX Runtime,
+OpenVINO, ExecuTorch or TorchScript) on sample inputs and compared with the PyTorch checkpoint: the largest box
+and score differences are printed, and a mismatch (boxes > 0.01 px or scores > 1e-4 apart, or another number of
+detections) fails the export: exit status 2, no file written. --int8 quantises statically (ONNX: QDQ,
+per-channel int8 weights, uint8 activations; OpenVINO: NNCF; ExecuTorch: PT2E) with ranges calibrated on images
+of DIR, and prints the drift of int8's raw outputs from fp32; with --val-json/--val-images it prints COCO AP and
+AP50 of fp32 and int8 on that labelled set (OpenVINO without --int8: fp32 and bf16, on CPUs with it), and fails
+when one loses more than --max-ap-loss AP points. --format openvino writes FILE.xml + FILE.bin ('.[openvino]'),
+--format executorch FILE.pte (XNNPACK delegate, '.[executorch]', batch 1), --format torchscript a traced
+FILE.torchscript.pt (any batch). Every file carries input size, score function, post-processing settings and
+categories: tools/detect.py --weights FILE.onnx (.xml, .pte) needs nothing else (detector/deploy/pipeline.py).
 """
 
 from __future__ import annotations

@@ -227,19 +227,20 @@ def run_detection(
 
     outputs, feed, sink, frames, read_ms, fps = None, None, None, 0, 0.0, 0.0
     start = time.perf_counter()
-    try:
-        outputs = Outputs(source, output_dir, save_json, show)
-        desc = Path(source.spec).name or source.spec
-        bar = tqdm(total=source.total, unit="frame", desc=desc, disable=source.live or not progress)
-        if source.live:
-            log.info("reading %s; press Ctrl-C%s to stop", source.spec, " or q in the window" if show else "")
-        # A live source keeps only its newest frame on its own thread; a queue after it would hold a frame while
-        # the model works on the previous one, so each detection would lag by one more model time. Taking the
-        # frame when the model is free gives the freshest one, and all that is left to do here is a cheap copy.
-        feed = DirectFeed(iter(source)) if source.live else ReaderFeed(iter(source))
-        sink = InlineSink(outputs) if show else WriterSink(outputs)
-        last = time.perf_counter()
-        with cli.stop_requests(on_signal):
+    # From opening the outputs to finalising them, a signal only asks to stop: the .mp4 is always renamed into place.
+    with cli.stop_requests(on_signal):
+        try:
+            outputs = Outputs(source, output_dir, save_json, show)
+            desc = Path(source.spec).name or source.spec
+            bar = tqdm(total=source.total, unit="frame", desc=desc, disable=source.live or not progress)
+            if source.live:
+                log.info("reading %s; press Ctrl-C%s to stop", source.spec, " or q in the window" if show else "")
+            # A live source keeps only its newest frame on its own thread; a queue after it would hold a frame while
+            # the model works on the previous one, so each detection would lag by one more model time. Taking the
+            # frame when the model is free gives the freshest one, and all that is left to do here is a cheap copy.
+            feed = DirectFeed(iter(source)) if source.live else ReaderFeed(iter(source))
+            sink = InlineSink(outputs) if show else WriterSink(outputs)
+            last = time.perf_counter()
             with bar, logging_redirect_tqdm():
                 while not stopped:
                     item = feed.get()
@@ -256,16 +257,16 @@ def run_detection(
                     frames += 1
                     bar.update(1)
             sink.finish()
-        if sink.error is not None:
-            raise sink.error
-    finally:
-        if feed is not None:
-            feed.close()
-        if sink is not None:
-            sink.finish()  # every detected frame is written before the outputs are finalised
-            detector.times.add("draw_write", sink.ms)
-        written = outputs.close() if outputs is not None else []
-        source.close()
+            if sink.error is not None:
+                raise sink.error
+        finally:
+            if feed is not None:
+                feed.close()
+            if sink is not None:
+                sink.finish()  # every detected frame is written before the outputs are finalised
+                detector.times.add("draw_write", sink.ms)
+            written = outputs.close() if outputs is not None else []
+            source.close()
     elapsed = time.perf_counter() - start
     if frames == 0 and source.kind == "images":
         raise UserError(f"{source.spec}: none of the {source.total} images could be read")

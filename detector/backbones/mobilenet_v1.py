@@ -5,29 +5,37 @@ C4 is the output of the 11th depthwise-separable layer (512 channels, stride 16)
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
 from detector.backbones.layers import TF_BATCH_NORM, ConvBNAct, NormLayer, make_divisible
 
-# (output channels, stride) of the 13 depthwise-separable layers after the 32-filter 3x3 stem.
+
+class Layer(NamedTuple):
+    out: int
+    stride: int
+    c4: bool = False  # its output is the SSD C4 tap (stride 16)
+
+
+# The 13 depthwise-separable layers after the 32-filter 3x3 stem; the last one's output is C5.
 LAYERS = (
-    (64, 1),
-    (128, 2),
-    (128, 1),
-    (256, 2),
-    (256, 1),
-    (512, 2),
-    (512, 1),
-    (512, 1),
-    (512, 1),
-    (512, 1),
-    (512, 1),  # layer 11 is C4
-    (1024, 2),
-    (1024, 1),  # layer 13 is C5
+    Layer(64, 1),
+    Layer(128, 2),
+    Layer(128, 1),
+    Layer(256, 2),
+    Layer(256, 1),
+    Layer(512, 2),
+    Layer(512, 1),
+    Layer(512, 1),
+    Layer(512, 1),
+    Layer(512, 1),
+    Layer(512, 1, c4=True),  # layer 11
+    Layer(1024, 2),
+    Layer(1024, 1),  # layer 13
 )
 STEM = 32
-C4_LAYER = 11
 
 
 class DepthwiseSeparable(nn.Sequential):
@@ -49,18 +57,19 @@ class MobileNetV1(nn.Module):
 
         self.stem = ConvBNAct(3, scale(STEM), 3, 2, act="RE6", norm_layer=norm_layer)
         layers, in_ch = [], scale(STEM)
-        for out, stride in LAYERS:
-            layers.append(DepthwiseSeparable(in_ch, scale(out), stride, norm_layer))
-            in_ch = scale(out)
+        for row in LAYERS:
+            layers.append(DepthwiseSeparable(in_ch, scale(row.out), row.stride, norm_layer))
+            in_ch = scale(row.out)
         self.layers = nn.ModuleList(layers)
-        self.c4_channels = self.layers[C4_LAYER - 1].out_channels
+        self.c4_layer = next(i for i, row in enumerate(LAYERS) if row.c4)
+        self.c4_channels = self.layers[self.c4_layer].out_channels
         self.c5_channels = in_ch
 
     def forward_taps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.stem(x)
         c4 = x
-        for i, layer in enumerate(self.layers, start=1):
+        for i, layer in enumerate(self.layers):
             x = layer(x)
-            if i == C4_LAYER:
+            if i == self.c4_layer:
                 c4 = x
         return c4, x

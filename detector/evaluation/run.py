@@ -49,8 +49,7 @@ def evaluate_model(
     progress: bool = True,
 ) -> EvalResult:
     """Run ``loaded``'s model and post-processing over ``dataset`` (a plain-resize ``CocoDetection``) and score
-    it against the ground truth of the dataset's annotation file; ``model`` of the result holds the model's
-    settings (backbone, width, reduced_tail, layout: what tools/table6.py --map reads to place it)."""
+    it against the ground truth of the dataset's annotation file."""
     ours = {c["id"]: c["name"].lower() for c in loaded.categories}
     # a model may have more slots than the dataset has categories (COCO's 90 ids for its 80 categories)
     differ = [c for c in dataset.categories if ours.get(c["id"]) != c["name"].lower()]
@@ -61,9 +60,7 @@ def evaluate_model(
     loader = eval_loader(dataset, batch_size, workers)
     labels = LabelMap(loaded.categories)
     detections = predict_coco(loaded.model.to(device), loaded.post, loader, labels, device, progress)
-    m = loaded.config.model
-    settings = {"backbone": m.backbone, "width": m.width, "reduced_tail": m.reduced_tail, "layout": m.layout}
-    return EvalResult(detections, evaluate(load_coco(dataset.ann_file), detections), settings)
+    return EvalResult(detections, evaluate(load_coco(dataset.ann_file), detections))
 
 
 def evaluate_detections_file(detections_path: str | Path, gt_path: str | Path) -> EvalResult:

@@ -3,9 +3,8 @@
 Per step: uint8 batch (N, H, W, 3) -> float input on the device -> model -> raw outputs (box codes (N, A, 4),
 class logits (N, A, C + 1)) -> the criterion (matching, loss normalised by the matched anchors of all
 processes) -> backward (AMP on CUDA) -> optional clipping -> SGD step -> schedule -> EMA. A non-finite loss
-on any process skips the step everywhere; when the bad batch left BatchNorm running statistics non-finite,
-they go back to their values at the start of the epoch (the only copy kept); ``max_bad_steps`` in a row stop
-training.
+on any process skips the step everywhere and puts BatchNorm's running statistics back to their values before
+the step (``BatchNormSnapshot``); ``max_bad_steps`` in a row stop training.
 """
 
 from __future__ import annotations
@@ -67,15 +66,22 @@ def _bn_statistics(model: nn.Module) -> list[torch.Tensor]:
     return [b for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var"))]
 
 
-def restore_poisoned_batchnorm(model: nn.Module, saved: list[torch.Tensor]) -> bool:
-    """Put BatchNorm's running statistics back to ``saved`` (``_bn_statistics`` copied earlier) when any is
-    non-finite; returns whether it did."""
-    current = _bn_statistics(model)
-    if all(bool(torch.isfinite(b).all()) for b in current):
-        return False
-    for buffer, value in zip(current, saved):
-        buffer.copy_(value)
-    return True
+class BatchNormSnapshot:
+    """BatchNorm's running statistics as they were before the current step, so that a batch whose loss is not
+    finite leaves no trace in them. The copies are allocated once and refreshed by one fused copy per step
+    (``torch._foreach_copy_``: one kernel for all layers, no allocation)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.live = _bn_statistics(model)
+        self.saved = [b.clone() for b in self.live]
+
+    def take(self) -> None:
+        if self.live:
+            torch._foreach_copy_(self.saved, self.live)
+
+    def restore(self) -> None:
+        if self.live:
+            torch._foreach_copy_(self.live, self.saved)
 
 
 def train_step(
@@ -90,7 +96,7 @@ def train_step(
     (M, 4) float32 xyxy input pixels, labels (M,) int64 1..C, crowd_boxes (G, 4)). ``model`` may be wrapped in
     DistributedDataParallel. Returns the losses averaged over processes ({"total", "box", "cls"} floats), or
     None when a non-finite loss skipped the step (BatchNorm's running statistics then hold that batch's
-    update: see ``restore_poisoned_batchnorm``)."""
+    update: ``train_one_epoch`` puts them back with a ``BatchNormSnapshot``)."""
     net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     x = to_model_input(images, settings.device)
     if settings.channels_last:
@@ -138,7 +144,7 @@ def train_one_epoch(
     net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     if settings.freeze_backbone_epochs:
         set_backbone_frozen(net, state.epoch < settings.freeze_backbone_epochs)
-    bn_at_start = [b.clone() for b in _bn_statistics(net)]  # what a batch that breaks BatchNorm is undone to
+    batchnorm = BatchNormSnapshot(net)
     loader.sampler.set_epoch(state.epoch)
     loader.sampler.skip = state.epoch_step * loader.batch_size
     loader.dataset.set_epoch(state.epoch)
@@ -146,6 +152,7 @@ def train_one_epoch(
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{epochs or '?'}", disable=not distributed.is_main(),
                initial=state.epoch_step, total=len(loader), dynamic_ncols=True)  # fmt: skip
     for images, targets in bar:
+        batchnorm.take()
         losses = train_step(model, criterion, images, targets, optim, settings)
         state.epoch_step += 1
         state.sums.add(losses, len(images) * world)
@@ -153,8 +160,7 @@ def train_one_epoch(
             state.bad_steps += 1
             log.warning("non-finite loss at step %d, step skipped; image ids of this batch: %s", state.step,
                         [t["image_id"] for t in targets])  # fmt: skip
-            if restore_poisoned_batchnorm(net, bn_at_start):
-                log.warning("the batch left BatchNorm statistics non-finite: back to those of the epoch's start")
+            batchnorm.restore()
             if state.bad_steps >= settings.max_bad_steps:
                 raise TrainingStopped(f"{state.bad_steps} non-finite losses in a row at step {state.step}")
         else:

@@ -58,26 +58,27 @@ def test_tiny_checkpoint_over_an_image_folder(tmp_path, folder, one_thread):
 
 
 class InterruptingBackend(FakeRunner):
-    """Sends this process SIGINT while detecting on the second frame, as Ctrl-C would."""
+    """Signals this process (SIGINT: Ctrl-C; SIGTERM: kill) while detecting on the second frame."""
 
-    def __init__(self) -> None:
+    def __init__(self, signum: int) -> None:
         super().__init__()
-        self.calls = 0
+        self.calls, self.signum = 0, signum
 
     def infer(self, batch):
         self.calls += 1
         if self.calls == 2:
-            press_ctrl_c()
+            press_ctrl_c(self.signum)
         return batch
 
 
-def test_ctrl_c_finishes_the_frame_and_restores_the_handlers(tmp_path, folder):
-    before = signal.getsignal(signal.SIGINT)
-    lines = tmp_path / "d.jsonl"
-    run = run_detection(Detector(InterruptingBackend()), open_source(str(folder)), None, lines, progress=False)
-    assert (run.frames, run.exit_code, run.stopped) == (2, 130, "interrupted by SIGINT")
-    assert run.lines[0].endswith("(interrupted by SIGINT)") and len(lines.read_text().splitlines()) == 2
-    assert signal.getsignal(signal.SIGINT) is before
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_finishes_the_frame_and_restores_the_handlers(tmp_path, folder, signum, code):
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    lines, name = tmp_path / "d.jsonl", signal.Signals(signum).name
+    run = run_detection(Detector(InterruptingBackend(signum)), open_source(str(folder)), None, lines, progress=False)
+    assert (run.frames, run.exit_code, run.stopped) == (2, code, f"interrupted by {name}")
+    assert run.lines[0].endswith(f"(interrupted by {name})") and len(lines.read_text().splitlines()) == 2
+    assert {s: signal.getsignal(s) for s in before} == before
 
 
 def test_no_readable_image_is_a_user_error(tmp_path):
