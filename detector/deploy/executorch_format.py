@@ -18,7 +18,6 @@ import torch
 
 from detector.deploy.exported import ExportedRunner, check_format
 from detector.deploy.formats import ExportJob, Format
-from detector.deploy.fuse import fuse_for_inference
 from detector.errors import UserError
 
 METADATA_METHOD = "detector_metadata"
@@ -82,12 +81,8 @@ class ExecuTorchFormat(Format):
     batch = "one"
     int8 = True
 
-    def _example(self, job: ExportJob) -> tuple[torch.Tensor]:
-        return (torch.rand(1, 3, *job.input_size),)
-
     def write(self, job: ExportJob, path: Path) -> None:
-        graph = job.raw_graph(fuse_for_inference(job.loaded.model))
-        _lower(torch.export.export(graph, self._example(job)), job.props("raw", "fp32"), path)
+        _lower(torch.export.export(job.folded_graph(), (job.example_input(),)), job.props("raw", "fp32"), path)
 
     def write_int8(self, job: ExportJob, fp32: Path, calibration: list[np.ndarray], path: Path) -> None:
         executorch_runtime()
@@ -97,12 +92,12 @@ class ExecuTorchFormat(Format):
         )
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-        graph = job.raw_graph(fuse_for_inference(job.loaded.model))
+        example = (job.example_input(),)
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-        prepared = prepare_pt2e(torch.export.export(graph, self._example(job)).module(), quantizer)
+        prepared = prepare_pt2e(torch.export.export(job.folded_graph(), example).module(), quantizer)
         for batch in calibration:
             prepared(torch.from_numpy(batch))
-        program = torch.export.export(convert_pt2e(prepared), self._example(job))
+        program = torch.export.export(convert_pt2e(prepared), example)
         _lower(program, job.props("raw", "int8"), path)
 
     def open(self, path: Path, precision: str = "f32") -> ExecuTorchRunner:

@@ -13,6 +13,7 @@ import torch
 
 from detector.build import LoadedModel
 from detector.deploy.exported import ExportedRunner, metadata
+from detector.deploy.fuse import fuse_for_inference
 from detector.deploy.graphs import RawOutputs
 from detector.errors import UserError
 
@@ -35,9 +36,18 @@ class ExportJob:
         m = self.loaded
         return metadata(m.config, m.post, m.categories, outputs, precision, self.source)
 
-    def raw_graph(self, model: torch.nn.Module | None = None) -> RawOutputs:
-        """The raw graph of ``model`` (default: the checkpoint's own, BatchNorm unfolded: the reference)."""
-        return RawOutputs(self.loaded.model if model is None else model, self.loaded.post).eval()
+    def raw_graph(self) -> RawOutputs:
+        """The raw graph of the checkpoint's model, BatchNorm unfolded: the reference every file is checked
+        against."""
+        return RawOutputs(self.loaded.model, self.loaded.post).eval()
+
+    def folded_graph(self) -> RawOutputs:
+        """The raw graph with BatchNorm folded into the convolutions: what the writers export."""
+        return RawOutputs(fuse_for_inference(self.loaded.model), self.loaded.post).eval()
+
+    def example_input(self) -> torch.Tensor:
+        """A (1, 3, H, W) float32 input to trace or export with (the values do not matter, the shape does)."""
+        return torch.rand(1, 3, *self.input_size)
 
 
 class Format:

@@ -19,7 +19,6 @@ from torch import nn
 from detector.deploy import onnx_int8
 from detector.deploy.exported import NMS_OUTPUTS, RAW_OUTPUTS, ExportedRunner, check_format
 from detector.deploy.formats import ExportJob, Format
-from detector.deploy.fuse import fuse_for_inference
 from detector.deploy.graphs import NmsOutputs
 from detector.errors import UserError
 from detector.ssd.postprocess import PostProcessor
@@ -58,9 +57,8 @@ def _trace(module: nn.Module, args: tuple, path: Path, inputs: list[str], output
 
 def write_raw(job: ExportJob, path: Path) -> None:
     """The raw graph of ``job`` (BatchNorm folded first) at ``path``, without metadata."""
-    graph = job.raw_graph(fuse_for_inference(job.loaded.model))
     dynamic = {name: {0: "batch"} for name in ("images", *RAW_OUTPUTS)} if job.dynamic_batch else None
-    _trace(graph, (torch.rand(1, 3, *job.input_size),), path, ["images"], list(RAW_OUTPUTS), dynamic)
+    _trace(job.folded_graph(), (job.example_input(),), path, ["images"], list(RAW_OUTPUTS), dynamic)
 
 
 def _nms_graph(post: PostProcessor, num_anchors: int, num_classes: int, path: Path, dynamic_batch: bool) -> None:

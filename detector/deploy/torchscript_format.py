@@ -12,7 +12,6 @@ import torch
 
 from detector.deploy.exported import ExportedRunner, check_format
 from detector.deploy.formats import ExportJob, Format
-from detector.deploy.fuse import fuse_for_inference
 from detector.errors import UserError
 
 EXTRA_FILE = "detector.json"
@@ -44,11 +43,9 @@ class TorchScriptFormat(Format):
     batch = "dynamic"
 
     def write(self, job: ExportJob, path: Path) -> None:
-        graph = job.raw_graph(fuse_for_inference(job.loaded.model))
-        example = torch.rand(1, 3, *job.input_size)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings about the constant input size; deprecation
-            traced = torch.jit.trace(graph, (example,), check_trace=False)
+            traced = torch.jit.trace(job.folded_graph(), (job.example_input(),), check_trace=False)
             torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: json.dumps(job.props("raw", "fp32"))})
 
     def open(self, path: Path, precision: str = "f32") -> TorchScriptRunner:
