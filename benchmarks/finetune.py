@@ -25,7 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from detector.inference.timing import machine
+from detector.inference.timing import machine, machine_line
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "configs/synthetic_demo.yaml"
@@ -137,7 +137,6 @@ def main(args: argparse.Namespace) -> int:
     print(f"\ndataset B: {', '.join(args.classes)} on '{args.background}', {args.train}+{args.val} images")
     print(f"source checkpoint: {init}\n")
     print(table_text(result, args.epochs))
-    m = result["machine"]
-    print(f"\n{m['cpu']}, {m['cores']} cores, {m['date']}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()))
+    print("\n" + machine_line(result["machine"]))
     print(f"wrote {out / 'result.json'}")
     return 0

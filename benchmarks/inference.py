@@ -41,15 +41,12 @@ from detector.data.image_io import preprocess
 from detector.data.synthetic import synthetic_frames
 from detector.deploy import runtimes
 from detector.deploy.calibration import calibration_files
-from detector.deploy.executorch_format import ExecuTorchRunner
 from detector.deploy.fuse import fuse_for_inference
-from detector.deploy.onnx_format import OnnxRunner
-from detector.deploy.openvino_format import OpenVinoRunner
 from detector.deploy.pipeline import ExportOptions, export
 from detector.errors import UserError
 from detector.evaluation.detector_accuracy import coco_accuracy
 from detector.inference.runner import Runner, TorchRunner
-from detector.inference.timing import StageTimes, interleaved
+from detector.inference.timing import StageTimes, interleaved, machine_line
 from detector.paper.table6 import REFERENCE_ROW, row_named
 from detector.weights.resolve import load_model
 from detector.weights.torchvision_ssdlite import TORCHVISION_CONFIG, coco_categories, convert_state_dict
@@ -156,14 +153,6 @@ def exported_files(loaded: LoadedModel, calibration: list[Path], folder: Path) -
     return files
 
 
-def open_file(file: Path, runtime: str, threads: int) -> Runner:
-    if runtime == "onnxruntime":
-        return OnnxRunner(file, threads=threads)
-    if runtime == "executorch":
-        return ExecuTorchRunner(file, threads)
-    return OpenVinoRunner(file, "bf16" if runtime == "openvino-bf16" else "f32", threads)
-
-
 def runner_call(runner: Runner, frames: list[np.ndarray]) -> Callable[[], dict[str, float]]:
     """A runner on ``frames``: its stages from its own ``times`` (e2e is measured around the call)."""
 
@@ -244,7 +233,7 @@ def run_benchmark(settings: Settings) -> tuple[list[Timing], str, dict[str, floa
             cv2.setNumThreads(n_threads)
             ours = TorchRunner(fuse_for_inference(loaded.model, True), loaded.post, loaded.categories)
             runners = {paths.OURS_TV_WEIGHTS: tv_ours, paths.OURS_EAGER: ours}
-            runners |= {path: open_file(file, runtime, n_threads) for path, (file, runtime) in files.items()}
+            runners |= {path: runtimes.open_runner(rt, file, threads=n_threads) for path, (file, rt) in files.items()}
             if settings.val_data and not ap:  # accuracy does not depend on threads: once
                 data = Path(settings.val_data)
                 ann, images = data / "annotations" / "instances_val2017.json", data / "val2017"
@@ -320,9 +309,7 @@ def main(args: argparse.Namespace) -> int:
     if resident:
         text += "\nresident MB (VmRSS / peak): " + ", ".join(f"{p} {m['VmRSS']:.0f} / {m['VmHWM']:.0f}"
                                                            for p, m in resident.items())  # fmt: skip
-    m = report["machine"]
-    packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
-    text += f"\n{m['cpu']}, {m['cores']} cores, {m['date']}; {packages}; load average {report['load_average']}"
+    text += f"\n{machine_line(report['machine'])}; load average {report['load_average']}"
     print(text, file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(report, indent=1))

@@ -30,7 +30,7 @@ from detector.config import LossConfig, ModelConfig
 from detector.data.image_io import read_image, to_model_input
 from detector.data.synthetic import render_image, synthetic_frames
 from detector.data.transforms import apply_transform, build_transform
-from detector.inference.timing import interleaved, machine
+from detector.inference.timing import interleaved, machine, machine_line
 from detector.training.engine import StepSettings, train_step
 from detector.training.optim import Optimisation
 
@@ -188,9 +188,7 @@ def report_lines(results: dict, batch: int) -> list[str]:
     for name, rate in train.items():
         ratio = "" if name == "torchvision" else f"   ours / torchvision = {rate / train['torchvision']:.2f}x"
         lines.append(f"  {name:<28} {rate:8.2f}{ratio}")
-    m = results["machine"]
-    packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
-    return [*lines, f"{m['cpu']}, {m['cores']} cores, {m['date']}; {packages}"]
+    return [*lines, machine_line(results["machine"])]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ from benchmarks.table6_latency import RUNTIMES, model_latency_ms  # noqa: E402
 from detector import cli  # noqa: E402
 from detector.build import build_model  # noqa: E402
 from detector.errors import UserError  # noqa: E402
-from detector.inference.timing import machine  # noqa: E402
+from detector.inference.timing import machine, machine_line  # noqa: E402
 from detector.paper.complexity import conv_params, multiply_adds  # noqa: E402
 from detector.paper.table6 import REFERENCE_ROW, ROWS, recipe_file_name, recipe_yaml, row_for_model, row_named  # noqa: E402
 
@@ -102,9 +102,7 @@ def print_table(rows: list[dict]) -> None:
         )
     print("params: conv weights + biases, BatchNorm not counted, 91 class slots; MAdds: convolutions at 320x320")
     if ref["runtime"]:
-        m = machine()
-        print(f"ms CPU: median model time, 1 thread, batch 1, {ref['runtime']}; {m['cpu']}, {m['cores']} cores, "
-              f"{m['date']}, " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()))  # fmt: skip
+        print(f"ms CPU: median model time, 1 thread, batch 1, {ref['runtime']}; {machine_line(machine())}")
 
 
 def main() -> int:

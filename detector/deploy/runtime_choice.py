@@ -27,7 +27,7 @@ from detector.deploy.pipeline import ExportOptions, export
 from detector.deploy.runtimes import file_kind, installed, open_runner, runtimes_for
 from detector.errors import UserError
 from detector.inference.runner import Runner
-from detector.inference.timing import cpu_name, interleaved
+from detector.inference.timing import cpu_name, cpuinfo_field, interleaved
 from detector.weights import catalog, hub
 from detector.weights.resolve import load_model
 
@@ -43,15 +43,7 @@ def cache_dir() -> Path:
 
 def cpu_signature() -> str:
     """The CPU model name, a digest of its feature flags and the core count (what the speed depends on)."""
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("flags", "Features"):
-                flags = value.strip()
-                break
-    except OSError:  # not Linux
-        pass
+    flags = cpuinfo_field("flags", "Features")  # x86, ARM
     return f"{cpu_name()} | flags {hashlib.sha256(flags.encode()).hexdigest()[:12]} | {os.cpu_count()} cores"
 
 

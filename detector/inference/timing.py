@@ -84,16 +84,22 @@ def median_ms(call: Callable[[], object], repeats: int = 20, warmup: int = 3) ->
     return medians["call"]["e2e"]
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module says."""
+def cpuinfo_field(*keys: str) -> str:
+    """The value of the first line of /proc/cpuinfo whose key is one of ``keys`` ("" when there is none, or
+    not on Linux)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name":
+            if key.strip() in keys:
                 return value.strip()
     except OSError:
         pass
-    return f"{platform.machine()} {platform.processor()}".strip()
+    return ""
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module says."""
+    return cpuinfo_field("model name") or f"{platform.machine()} {platform.processor()}".strip()
 
 
 def machine(packages: tuple[str, ...] = ("torch", "torchvision", "onnxruntime", "openvino", "executorch")) -> dict:
@@ -106,3 +112,9 @@ def machine(packages: tuple[str, ...] = ("torch", "torchvision", "onnxruntime", 
         except importlib.metadata.PackageNotFoundError:
             continue
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "packages": versions}
+
+
+def machine_line(m: dict) -> str:
+    """A ``machine()`` record as the line printed beside a figure: "CPU, N cores, date; package version, ..."."""
+    packages = ", ".join(f"{name} {version}" for name, version in m["packages"].items())
+    return f"{m['cpu']}, {m['cores']} cores, {m['date']}; {packages}"
