@@ -164,29 +164,33 @@ def _positive(v: float) -> bool:
     return v > 0
 
 
+def _at_least_one(v: float) -> bool:
+    return v >= 1
+
+
 # "section.key": (the test a value must pass, what it expects, for the message)
 RANGES: dict[str, tuple[Callable[[typing.Any], bool], str]] = {
     "model.width": (_positive, "a width multiplier above 0"),
     "model.num_classes": (_nonnegative, "0 (the training set's classes) or more"),
     "model.image_size": (lambda v: min(v) >= 32, "[H, W] of at least 32 pixels"),
     "model.extra_depths": (lambda v: all(d >= 1 for d in v), "depths of at least 1"),
-    "model.min_depth": (lambda v: v >= 1, "at least 1"),
+    "model.min_depth": (_at_least_one, "at least 1"),
     "model.bn_eps": (_positive, "above 0"),
     "model.bn_momentum": (_fraction, "a value in [0, 1]"),
     "model.head_init_std": (_nonnegative, "0 or more"),
     "model.backbone_init_std": (_nonnegative, "0 (He initialisation) or more"),
     "loss.focal_alpha": (_fraction, "a value in [0, 1]"),
     "loss.focal_gamma": (_nonnegative, "0 or more"),
-    "loss.neg_to_pos": (lambda v: v >= 1, "at least 1"),
+    "loss.neg_to_pos": (_at_least_one, "at least 1"),
     "loss.iou_threshold": (lambda v: 0 < v <= 1, "a value in (0, 1]"),
     "postprocess.score_thresh": (_fraction, "a score in [0, 1]"),
     "postprocess.nms_thresh": (_fraction, "an IoU in [0, 1]"),
-    "postprocess.topk_per_class": (lambda v: v >= 1, "at least 1"),
-    "postprocess.max_detections": (lambda v: v >= 1, "at least 1"),
-    "data.zoom_out_max": (lambda v: v >= 1, "at least 1"),
+    "postprocess.topk_per_class": (_at_least_one, "at least 1"),
+    "postprocess.max_detections": (_at_least_one, "at least 1"),
+    "data.zoom_out_max": (_at_least_one, "at least 1"),
     "data.workers": (_nonnegative, "0 or more"),
-    "train.epochs": (lambda v: v >= 1, "at least 1"),
-    "train.batch_size": (lambda v: v >= 1, "at least 1"),
+    "train.epochs": (_at_least_one, "at least 1"),
+    "train.batch_size": (_at_least_one, "at least 1"),
     "train.lr": (_nonnegative, "0 or more"),
     "train.momentum": (_fraction, "a value in [0, 1]"),
     "train.weight_decay": (_nonnegative, "0 or more"),
@@ -198,8 +202,8 @@ RANGES: dict[str, tuple[Callable[[typing.Any], bool], str]] = {
     "train.freeze_backbone_epochs": (_nonnegative, "0 or more"),
     "train.backbone_lr_mult": (_nonnegative, "0 or more"),
     "train.eval_every": (_nonnegative, "0 (only at the end) or more"),
-    "train.max_bad_steps": (lambda v: v >= 1, "at least 1"),
-    "train.log_every": (lambda v: v >= 1, "at least 1"),
+    "train.max_bad_steps": (_at_least_one, "at least 1"),
+    "train.log_every": (_at_least_one, "at least 1"),
     "train.checkpoint_every": (_nonnegative, "0 (at epoch ends only) or more"),
 }
 
