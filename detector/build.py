@@ -95,6 +95,7 @@ def build_postprocessor(cfg: Config, model: SSDLite) -> PostProcessor:
         input_size=cfg.model.image_size,
         anchors=model.anchors,
         per_class_limit=p.per_class_limit,
+        clip_boxes=p.clip_boxes,
     )
 
 
@@ -160,7 +161,7 @@ def build_datasets(cfg: Config, validate: bool = True) -> tuple[CocoDetection, C
     """
     train_json, train_images = data_files(cfg.data, "train")
     size = cfg.model.image_size
-    transform = build_transform(size, cfg.data.augment, cfg.data.zoom_out_max)
+    transform = build_transform(size, cfg.data.augment, cfg.data.zoom_out_max, cfg.data.resize)
     id_slots = cfg.data.class_slots == "category_id"
     exif = cfg.data.exif_orientation
     train_set = CocoDetection(train_json, train_images, transform, seed=cfg.train.seed, preflight=cfg.data.preflight,
@@ -178,13 +179,14 @@ def build_datasets(cfg: Config, validate: bool = True) -> tuple[CocoDetection, C
     val_set = None
     if validate:
         val_json, val_images = data_files(cfg.data, "val")
-        val_set = CocoDetection(val_json, val_images, build_transform(size), preflight=cfg.data.preflight,
-                                id_slots=id_slots, exif=exif)  # fmt: skip
+        val_transform = build_transform(size, resize=cfg.data.resize)
+        val_set = CocoDetection(val_json, val_images, val_transform, preflight=cfg.data.preflight, id_slots=id_slots,
+                                exif=exif)  # fmt: skip
     return train_set, val_set
 
 
 def build_eval_dataset(cfg: Config, data: DataConfig) -> CocoDetection:
-    """The val split of ``data`` with the plain resize to the model of ``cfg``."""
+    """The val split of ``data`` with the plain resize to the model of ``cfg`` (by its ``data.resize``)."""
     ann, images = data_files(data, "val")
-    return CocoDetection(ann, images, build_transform(cfg.model.image_size), id_slots=data.class_slots == "category_id",
-                         exif=data.exif_orientation)  # fmt: skip
+    transform = build_transform(cfg.model.image_size, resize=cfg.data.resize)
+    return CocoDetection(ann, images, transform, id_slots=data.class_slots == "category_id", exif=data.exif_orientation)

@@ -93,6 +93,9 @@ class PostprocessConfig(_Section):
     # after_nms: the best topk_per_class survivors of NMS per class (TF, the paper) | before_nms: the best
     # topk_per_class candidates per class enter NMS (torchvision)
     per_class_limit: Literal["after_nms", "before_nms"] = "after_nms"
+    # before_nms: boxes clipped to the input, then NMS (torchvision) | after_nms: NMS on the unclipped boxes,
+    # then clip, drop boxes of zero area, then the total limit (TF's multiclass_non_max_suppression)
+    clip_boxes: Literal["before_nms", "after_nms"] = "before_nms"
 
 
 @dataclass
@@ -113,6 +116,9 @@ class DataConfig(_Section):
     # torchvision's COCO models: 90 slots for COCO's 80 categories, Table 6's parameter counts)
     class_slots: Literal["contiguous", "category_id"] = "contiguous"
     exif_orientation: bool = False  # turn images by their EXIF orientation (datasets labelled on rotated views)
+    # the resize to the model input: cv2 (bilinear, half-pixel centres, rounded to uint8) | tf_legacy (TF's
+    # legacy bilinear, source = destination * in / out, float output: what the TF zoo's models were fed)
+    resize: Literal["cv2", "tf_legacy"] = "cv2"
 
 
 @dataclass

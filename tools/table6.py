@@ -8,7 +8,8 @@ MAdds of the convolutions at 320x320. Latency: 1 thread, batch 1, median model t
 eager or with --runtime in ONNX Runtime, OpenVINO or ExecuTorch, fp32, bf16 or int8
 (benchmarks/table6_latency.py): the paper measured its column with a mobile runtime in fp32 and int8.
 --map takes metrics.json files written by tools/eval_coco.py (their model config names the row) or
-ROW=FILE pairs, e.g. "V3†=runs/v3/metrics.json". --write-recipes DIR writes the 11 paper recipes
+ROW=FILE pairs, e.g. "V3†=runs/v3/metrics.json"; a file of TF-trained weights (paper-v3-*) must come from
+`eval_coco.py --split minival2014`, the split of the paper's cells (val2017 was mostly in their training data). --write-recipes DIR writes the 11 paper recipes
 (table6_*_paper.yaml, from detector.paper.table6.recipe_yaml) into DIR and exits.
 """
 
@@ -31,8 +32,10 @@ from detector.paper.complexity import conv_params, multiply_adds  # noqa: E402
 from detector.paper.table6 import REFERENCE_ROW, ROWS, recipe_file_name, recipe_yaml, row_for_model, row_named  # noqa: E402
 
 
-def read_map(arg: str) -> tuple[str, float]:
-    """ROW=FILE or FILE -> (row name, mAP in percent)."""
+def read_map(arg: str) -> tuple[str, tuple[float, str]]:
+    """ROW=FILE or FILE -> (row name, (mAP in percent, the split it was measured on)). TF-trained weights
+    (TF's padding) scored on another split than TF's minival are refused: about 80 % of val2017 was in their
+    training data."""
     name, path = arg.split("=", 1) if "=" in arg and not Path(arg).exists() else (None, arg)
     try:
         data = json.loads(Path(path).read_text())
@@ -52,7 +55,13 @@ def read_map(arg: str) -> tuple[str, float]:
         row_named(name)
     except KeyError as exc:
         raise UserError(str(exc.args[0])) from None
-    return name, 100.0 * float(data["AP"])
+    split = str(data.get("split") or "unknown split")
+    if (data.get("model") or {}).get("padding") == "tf_same" and split != "minival2014":
+        raise UserError(
+            f"{path}: TF-trained weights scored on {split}; Table 6 and the TF zoo measured them on COCO 2014 "
+            f"minival, and most of val2017 was in their training data: run tools/eval_coco.py --split minival2014"
+        )
+    return name, (100.0 * float(data["AP"]), split)
 
 
 def measure(latency: bool, repeats: int, runtime: str = "torch") -> list[dict]:
@@ -101,6 +110,9 @@ def print_table(rows: list[dict]) -> None:
             f"{r['paper_latency_ms']:>10.0f}{r['paper_latency_ms'] / ref['paper_latency_ms']:>6.2f}"
         )
     print("params: conv weights + biases, BatchNorm not counted, 91 class slots; MAdds: convolutions at 320x320")
+    splits = [f"{r['row']} on {r['map_split']}" for r in rows if r.get("map_split")]
+    if splits:
+        print(f"mAP: COCO box AP, {', '.join(splits)}; the paper's on COCO 2014 minival (TF's 8,059 images)")
     if ref["runtime"]:
         print(f"ms CPU: median model time, 1 thread, batch 1, {ref['runtime']}; {machine_line(machine())}")
 
@@ -129,7 +141,7 @@ def main() -> int:
         parser.error("--runtime applies to --latency")
     rows = measure(args.latency, args.repeats, args.runtime)
     for r in rows:
-        r["map"] = maps.get(r["row"])
+        r["map"], r["map_split"] = maps.get(r["row"], (None, None))
     if args.json:
         print(json.dumps(rows, indent=1, ensure_ascii=False))
     else:

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class CocoDetection(Dataset):
-    """Item i -> (image (H, W, 3) uint8 at the model size, target dict of tensors).
+    """Item i -> (image (H, W, 3) uint8 at the model size (float32 in [0, 255] with TF's resize), target dict.
 
     target: ``boxes`` (M, 4) float32 xyxy input pixels, ``labels`` (M,) int64 1..C, ``crowd_boxes`` (G, 4),
     ``image_id`` int, ``orig_size`` (H, W) of the source image. An image that cannot be read is replaced by
@@ -111,5 +111,5 @@ def eval_loader(dataset: CocoDetection, batch_size: int = 16, workers: int = 2) 
 
 
 def collate(batch: list[tuple[np.ndarray, dict]]) -> tuple[torch.Tensor, list[dict]]:
-    """-> images (N, H, W, 3) uint8 (converted to float on the device), list of targets."""
+    """-> images (N, H, W, 3) uint8 or float32 (converted to the model input on the device), list of targets."""
     return torch.from_numpy(np.stack([b[0] for b in batch])), [b[1] for b in batch]

@@ -1,7 +1,7 @@
 """Training and evaluation transforms on albumentations, with the SSD crops written as albumentations crops.
 
 A transform takes an (H, W, 3) uint8 RGB image, ``boxes`` (M, 4) float32 xyxy pixels and ``labels`` (M,)
-int64, and returns the same at the model's input size. Crowd boxes travel as boxes with negative labels.
+int64, and returns the same at the model's input size (the image float32 with TF's resize, ``tf_legacy``). Crowd boxes travel as boxes with negative labels.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 from albumentations.augmentations.crops.transforms import BaseCrop
 
 from detector.data.crops import overlaps, sample_tf_crop, sample_tv_crop
+from detector.data.image_io import resize_tf_legacy
 from detector.errors import UserError
 
 STEPS = ("photometric", "zoom_out", "ssd_crop", "iou_crop", "hflip")
@@ -96,6 +97,24 @@ class RandomZoomOut(A.DualTransform):
         return ("max_scale", "fill")
 
 
+class TfLegacyResize(A.DualTransform):
+    """Resize to (H, W) with TF's legacy bilinear (``detector.data.image_io.resize_tf_legacy``): float32 out,
+    as the TF zoo's models were fed. Boxes are relative here, so a plain resize leaves them as they are."""
+
+    def __init__(self, height: int, width: int) -> None:
+        super().__init__(p=1.0)
+        self.height, self.width = height, width
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        return resize_tf_legacy(img, (self.height, self.width))
+
+    def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
+        return bboxes
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("height", "width")
+
+
 def _step(name: str, zoom_out_max: float) -> A.BasicTransform:
     if name == "photometric":  # SSD's photometric distortion, as torchvision's RandomPhotometricDistort
         return A.ColorJitter(
@@ -112,9 +131,13 @@ def _step(name: str, zoom_out_max: float) -> A.BasicTransform:
     raise UserError(f"data.augment: unknown step {name!r}; expected one of {', '.join(STEPS)}")
 
 
-def build_transform(size: tuple[int, int], steps: list[str] = (), zoom_out_max: float = 4.0) -> A.Compose:
-    """``steps`` in order, then a plain resize to ``size`` = (H, W). Boxes of under 1 pixel are dropped."""
-    ops = [_step(s, zoom_out_max) for s in steps] + [A.Resize(size[0], size[1])]
+def build_transform(
+    size: tuple[int, int], steps: list[str] = (), zoom_out_max: float = 4.0, resize: str = "cv2"
+) -> A.Compose:
+    """``steps`` in order, then a plain resize to ``size`` = (H, W): cv2's bilinear (uint8 images out) or
+    ``tf_legacy`` (float32 images out, in [0, 255]). Boxes of under 1 pixel are dropped."""
+    last = TfLegacyResize(*size) if resize == "tf_legacy" else A.Resize(size[0], size[1])
+    ops = [_step(s, zoom_out_max) for s in steps] + [last]
     return A.Compose(
         ops,
         bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], min_area=1.0, clip=True),

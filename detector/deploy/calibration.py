@@ -27,9 +27,9 @@ def calibration_files(folder: str | Path, limit: int) -> list[Path]:
     return files
 
 
-def calibration_batches(files: list[Path], input_size: tuple[int, int]) -> list[np.ndarray]:
-    """Every readable image of ``files`` as a (1, 3, H, W) float32 model input of ``input_size``; unreadable
-    ones are skipped with a warning, and none readable is a UserError."""
+def calibration_batches(files: list[Path], input_size: tuple[int, int], resize: str = "cv2") -> list[np.ndarray]:
+    """Every readable image of ``files`` as a (1, 3, H, W) float32 model input of ``input_size`` (by the model's
+    ``resize``); unreadable ones are skipped with a warning, and none readable is a UserError."""
     batches = []
     for path in tqdm(files, desc="calibration images", unit="img", leave=False):
         try:
@@ -37,7 +37,7 @@ def calibration_batches(files: list[Path], input_size: tuple[int, int]) -> list[
         except UserError as exc:
             log.warning("calibration: skipped %s", exc)
             continue
-        batches.append(preprocess([image], input_size).numpy())
+        batches.append(preprocess([image], input_size, resize).numpy())
     if not batches:
         raise UserError("calibration: none of the --calib images could be read")
     return batches

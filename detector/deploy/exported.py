@@ -3,13 +3,14 @@
 Graphs (N is the batch, fixed at 1 or dynamic; (H, W) the model input size, fixed) take ``images``
 (N, 3, H, W) float32 RGB in [0, 1], already resized, and return either
 
-- raw outputs: ``boxes`` (N, A, 4) float32 xyxy in input pixels, decoded and clipped, and ``scores``
+- raw outputs: ``boxes`` (N, A, 4) float32 xyxy in input pixels, decoded (and clipped, unless the
+  post-processing clips after NMS as TF does: ``clip_boxes``), and ``scores``
   (N, A, C) float32 foreground class scores (sigmoid or softmax as trained); the runner post-processes them
   with our ``PostProcessor`` (the same code as the PyTorch path); or
 - NMS outputs (ONNX only): ``det_batch`` (D,) int64 image index in the batch, ``det_boxes`` (D, 4) float32
   xyxy input pixels, ``det_scores`` (D,) float32, ``det_labels`` (D,) int64 1..C, image by image, best first.
 
-The metadata (``metadata``: input size, score function, post-processing settings, categories, the recipe;
+The metadata (``metadata``: input size and resize, score function, post-processing settings, categories, the recipe;
 all strings, JSON where structured) travels inside each file, so the file alone suffices to run it.
 """
 
@@ -40,6 +41,7 @@ def metadata(cfg: Config, post: PostProcessor, categories: list[dict], outputs: 
         "detector.outputs": outputs,
         "detector.precision": precision,
         "detector.input_size": json.dumps(list(post.input_size)),
+        "detector.resize": cfg.data.resize,
         "detector.score_fn": post.score_fn,
         "detector.postprocess": json.dumps(
             {
@@ -48,6 +50,7 @@ def metadata(cfg: Config, post: PostProcessor, categories: list[dict], outputs: 
                 "topk_per_class": post.topk_per_class,
                 "max_detections": post.max_detections,
                 "per_class_limit": post.per_class_limit,
+                "clip_boxes": post.clip_boxes,
             }
         ),
         "detector.categories": json.dumps(categories),
@@ -74,7 +77,8 @@ class ExportedRunner(Runner):
         self.precision = props.get("detector.precision", "fp32")
         h, w = json.loads(props["detector.input_size"])
         settings = json.loads(props["detector.postprocess"])
-        super().__init__(json.loads(props["detector.categories"]), (h, w), max_batch)
+        resize = props.get("detector.resize", "cv2")  # files from before the setting: cv2
+        super().__init__(json.loads(props["detector.categories"]), (h, w), max_batch, resize)
         self.post = PostProcessor(props["detector.score_fn"], **settings, input_size=self.input_size)
 
     def decode(self, outputs: list[np.ndarray], frames: list[np.ndarray]) -> list[Detections]:

@@ -1,7 +1,8 @@
 """The graphs every export traces: the model's raw outputs, and our post-processing as graph operations.
 
 ``RawOutputs``: images (N, 3, H, W) float32 in [0, 1] -> (boxes (N, A, 4) xyxy input pixels, scores (N, A, C)),
-the raw graph of every format. ``NmsOutputs``: those -> the NMS outputs of ``detector.deploy.exported``, with
+the raw graph of every format; the boxes are the ones NMS sees (``PostProcessor.boxes``: clipped, or not with
+TF's ``clip_boxes="after_nms"``). ``NmsOutputs``: those -> the NMS outputs of ``detector.deploy.exported``, with
 ONNX's ``NonMaxSuppression`` doing the per-class NMS (the ONNX NMS graph).
 """
 
@@ -64,7 +65,8 @@ class NmsOutputs(nn.Module):
     (boxes (N, A, 4), scores (N, A, C)) -> (det_batch, det_boxes, det_scores, det_labels) as in the module
     docstring. ``before_nms``: per class only the ``topk_per_class`` best scores enter NMS (the others are set
     to -1, below any threshold); ``after_nms``: all enter and NMS keeps up to ``topk_per_class`` per class
-    (ONNX's ``max_output_boxes_per_class`` means exactly that). NMS keeps scores > ``score_thresh``, then each
+    (ONNX's ``max_output_boxes_per_class`` means exactly that). NMS keeps scores > ``score_thresh``; with
+    ``clip_boxes="after_nms"`` (TF) the survivors are then clipped and those of zero area dropped; then each
     image keeps its ``max_detections`` best.
     Equal to ``PostProcessor`` up to ties and float rounding of the IoUs.
     """
@@ -85,6 +87,11 @@ class NmsOutputs(nn.Module):
         image, cls, box = sel[:, 0], sel[:, 1], sel[:, 2]
         det_scores = per_class[image, cls, box]
         det_boxes = boxes[image, box]
+        if p.clip_boxes == "after_nms":
+            det_boxes = p.clip(det_boxes)
+            area = (det_boxes[:, 2] - det_boxes[:, 0]) * (det_boxes[:, 3] - det_boxes[:, 1])
+            nonzero = area > 0
+            image, cls, det_scores, det_boxes = image[nonzero], cls[nonzero], det_scores[nonzero], det_boxes[nonzero]
         # image-major, best first: scores are in [0, 1], so image * 4 - score sorts by image, then by score
         order = torch.argsort(image.to(det_scores.dtype) * 4.0 - det_scores)
         image, cls, det_scores, det_boxes = image[order], cls[order], det_scores[order], det_boxes[order]

@@ -149,7 +149,7 @@ def export(loaded: LoadedModel, out: str | Path, options: ExportOptions, say: Sa
                 parity = nms_parity(fmt.open(files["fp32"]).infer, fp32_runner.infer, post, inputs)
                 report.nms_parity = check_parity(f"{fmt.title} NMS graph vs our post-processing", parity, out, say)
         if options.calibration:
-            batches = calibration_batches(options.calibration, size)
+            batches = calibration_batches(options.calibration, size, loaded.config.data.resize)
             int8 = folder / f"int8{fmt.suffix}"
             fmt.write_int8(job, fp32, batches, int8)
             int8_runner, report.precision = fmt.open(int8), "int8"

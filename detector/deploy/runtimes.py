@@ -97,4 +97,5 @@ def open_runner(name: str, weights: str | Path, device: str = "cpu", half: bool 
         return OpenVinoRunner(weights, "bf16" if name == "openvino-bf16" else "f32", threads)
     m = load_model(weights)
     on_cpu = resolve_device(device).type == "cpu"
-    return TorchRunner(fuse_for_inference(m.model, channels_last=on_cpu), m.post, m.categories, device, half)
+    model = fuse_for_inference(m.model, channels_last=on_cpu)
+    return TorchRunner(model, m.post, m.categories, device, half, resize=m.config.data.resize)

@@ -3,8 +3,9 @@
 Detections are COCO results records ({"image_id", "category_id" the dataset's id, "bbox": [x, y, w, h] in
 original image pixels, "score"}). ``write_results`` writes into a folder:
 
-- ``metrics.json``: the 12 COCO numbers (``AP`` ... ``ARl``), ``per_class`` {name: AP} and, for a checkpoint,
-  ``model`` (backbone, width, reduced_tail, layout: what tools/table6.py --map reads);
+- ``metrics.json``: the 12 COCO numbers (``AP`` ... ``ARl``), ``per_class`` {name: AP}, ``split`` (val2017,
+  minival2014, or the annotation file) and, for a checkpoint, ``model`` (backbone, width, reduced_tail, layout,
+  padding, resize: what tools/table6.py --map reads);
 - ``detections.json``: the records (a test-dev submission file);
 - ``pr_curve.png``: precision against recall at IoU 0.5 and 0.75 (when there were detections to score).
 """
@@ -32,12 +33,14 @@ log = logging.getLogger(__name__)
 @dataclass
 class EvalResult:
     """``detections`` (COCO results records), ``metrics`` (``coco_eval.evaluate``'s dict, with COCOeval's
-    ``precision`` (T, R, K, A, M) array when there were detections) and ``model`` (the checkpoint's model
-    settings, None for a results file)."""
+    ``precision`` (T, R, K, A, M) array when there were detections), ``model`` (the checkpoint's model
+    settings, None for a results file) and ``split`` (what was evaluated: val2017, minival2014, or the
+    annotation file)."""
 
     detections: list[dict]
     metrics: dict
     model: dict | None = None
+    split: str | None = None
 
 
 def evaluate_model(
@@ -85,6 +88,8 @@ def write_results(result: EvalResult, out_dir: str | Path) -> list[Path]:
     record = {k: v for k, v in result.metrics.items() if k != "precision"}
     if result.metrics.get("precision") is not None:
         written.append(plot_precision_recall(result.metrics["precision"], out / "pr_curve.png"))
+    if result.split:
+        record["split"] = result.split
     if result.model:
         record["model"] = result.model
     (out / "metrics.json").write_text(json.dumps(record, indent=1))

@@ -28,22 +28,25 @@ class Runner:
     every detection the model's post-processing keeps (no score or class filter: see ``detector.app.api``).
 
     ``runtime`` names the engine, ``names`` / ``categories`` the classes in label order, ``input_size`` the
-    (H, W) the frames are resized to, ``times`` the accumulated stage milliseconds, ``max_batch`` the largest
-    batch one call of the engine takes (None: any).
+    (H, W) the frames are resized to and ``resize`` how (``detector.data.image_io.resize_rgb``: the model's
+    ``data.resize``), ``times`` the accumulated stage milliseconds, ``max_batch`` the largest batch one call of
+    the engine takes (None: any).
     """
 
     runtime = ""
 
-    def __init__(self, categories: list[dict], input_size: tuple[int, int], max_batch: int | None = None) -> None:
+    def __init__(self, categories: list[dict], input_size: tuple[int, int], max_batch: int | None = None,
+                 resize: str = "cv2") -> None:  # fmt: skip
         self.labels = LabelMap(categories)
         self.categories, self.names = self.labels.categories, self.labels.names
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.max_batch = max_batch
+        self.resize = resize
         self.times = StageTimes()
 
     def prepare(self, frames: list[np.ndarray]):
         """Frames -> the engine's input: (N, 3, H, W) float32 RGB in [0, 1] at ``input_size``."""
-        return preprocess(frames, self.input_size).numpy()
+        return preprocess(frames, self.input_size, self.resize).numpy()
 
     def infer(self, batch):
         """The engine on one prepared batch -> its raw outputs."""
@@ -70,13 +73,13 @@ class Runner:
 
 class TorchRunner(Runner):
     """A PyTorch SSDLite (usually BatchNorm-folded, see ``detector.deploy.fuse``) with its post-processor, on
-    ``device`` (cpu, cuda[:N], mps), float32 or with ``half`` float16 (GPU only)."""
+    ``device`` (cpu, cuda[:N], mps), float32 or with ``half`` float16 (GPU only); ``resize`` as in ``Runner``."""
 
     runtime = "torch"
 
     def __init__(self, model: nn.Module, post: PostProcessor, categories: list[dict], device: str = "cpu",
-                 half: bool = False) -> None:  # fmt: skip
-        super().__init__(categories, post.input_size)
+                 half: bool = False, resize: str = "cv2") -> None:  # fmt: skip
+        super().__init__(categories, post.input_size, resize=resize)
         self.device = resolve_device(device)
         if half and self.device.type == "cpu":
             raise UserError("--half needs a GPU (cuda or mps); on the CPU use an int8 export instead")
@@ -89,7 +92,7 @@ class TorchRunner(Runner):
             torch.cuda.synchronize(self.device)
 
     def prepare(self, frames: list[np.ndarray]) -> torch.Tensor:
-        batch = preprocess(frames, self.input_size).to(self.device, self.dtype, non_blocking=True)
+        batch = preprocess(frames, self.input_size, self.resize).to(self.device, self.dtype, non_blocking=True)
         self._sync()
         return batch
 

@@ -1,9 +1,15 @@
-"""Post-processing: decode, score threshold, per-class limit, per-class NMS, total limit.
+"""Post-processing: decode, score threshold, per-class limit, per-class NMS, clip, total limit.
 
 Two meanings of the per-class limit ``topk_per_class``: ``before_nms`` (torchvision) lets the best k candidates
 of each class enter NMS; ``after_nms`` (TF's ``max_detections_per_class``, the paper's recipe) lets every
 candidate above the threshold enter NMS and keeps the best k survivors of each class, so a crowded class
 (many people) keeps its boxes.
+
+Two places for clipping the boxes to the input, ``clip_boxes``: ``before_nms`` (torchvision) clips the decoded
+boxes and runs NMS on them; ``after_nms`` (TF's ``multiclass_non_max_suppression``, the paper's models) runs NMS
+and the per-class limit on the unclipped boxes, then clips the survivors, drops those of zero area (boxes
+wholly outside the input) and then keeps the best ``max_detections``. The two differ for boxes that cross the
+border: clipping changes their IoUs.
 
 Vectorised over classes: one ``topk`` over the flattened (anchor, class) scores and coordinate-offset
 ``torchvision.ops.nms`` calls over groups of whole classes, no Python loop over classes; only the candidates'
@@ -33,6 +39,7 @@ SAMPLED_ROUTES = True
 # Candidates per NMS call when there are many (see PostProcessor._nms): 200-300 measured best on a CPU core.
 NMS_GROUP = 256
 PER_CLASS_LIMITS = ("before_nms", "after_nms")
+CLIP_PLACES = ("before_nms", "after_nms")
 
 
 class PostProcessor:
@@ -49,6 +56,7 @@ class PostProcessor:
         anchors: (A, 4) float xyxy input pixels (the model's ``anchors``); None for a post-processor that only
             takes decoded boxes (``select_boxes``, e.g. behind an exported graph that decodes them itself).
         per_class_limit: ``"before_nms"`` or ``"after_nms"`` (see the module docstring).
+        clip_boxes: ``"before_nms"`` or ``"after_nms"`` (see the module docstring).
     """
 
     def __init__(
@@ -61,12 +69,15 @@ class PostProcessor:
         input_size: tuple[int, int],
         anchors: torch.Tensor | None = None,
         per_class_limit: str = "before_nms",
+        clip_boxes: str = "before_nms",
     ) -> None:
         if score_fn not in ("sigmoid", "softmax"):
             raise ValueError(f"unknown score_fn {score_fn!r}; expected 'sigmoid' or 'softmax'")
         if per_class_limit not in PER_CLASS_LIMITS:
             raise ValueError(f"unknown per_class_limit {per_class_limit!r}; expected one of {PER_CLASS_LIMITS}")
-        self.per_class_limit = per_class_limit
+        if clip_boxes not in CLIP_PLACES:
+            raise ValueError(f"unknown clip_boxes {clip_boxes!r}; expected one of {CLIP_PLACES}")
+        self.per_class_limit, self.clip_boxes = per_class_limit, clip_boxes
         self.score_fn = score_fn
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.topk_per_class, self.max_detections = topk_per_class, max_detections
@@ -88,14 +99,20 @@ class PostProcessor:
         return class_logits[..., 1:].sigmoid()
 
     def boxes(self, box_regression: torch.Tensor, anchor_index: torch.Tensor | None = None) -> torch.Tensor:
-        """(..., A, 4) codes -> (..., A, 4) xyxy boxes in input pixels, clipped to the input; with
-        ``anchor_index`` the codes are those of these anchors only."""
+        """(..., A, 4) codes -> (..., A, 4) xyxy boxes in input pixels, the ones NMS sees: clipped to the input
+        with ``clip_boxes="before_nms"``, as decoded with ``"after_nms"``; with ``anchor_index`` the codes are
+        those of these anchors only."""
         anchors = self._anchors_like(box_regression)
         if anchor_index is not None:
             anchors = anchors[anchor_index]
+        boxes = self.coder.decode(box_regression, anchors)
+        return self.clip(boxes) if self.clip_boxes == "before_nms" else boxes
+
+    def clip(self, boxes: torch.Tensor) -> torch.Tensor:
+        """(..., 4) xyxy input pixels -> the same clipped to the input's [0, W] x [0, H]."""
         h, w = self.input_size
-        limits = box_regression.new_tensor([[0, 0, 0, 0], [w, h, w, h]])
-        return self.coder.decode(box_regression, anchors).clamp(limits[0], limits[1])
+        limits = boxes.new_tensor([[0, 0, 0, 0], [w, h, w, h]])
+        return boxes.clamp(limits[0], limits[1])
 
     def __call__(
         self,
@@ -170,11 +187,16 @@ class PostProcessor:
             kept = self._nms(boxes, scores, cls)
             if not before and kept.numel() > self.topk_per_class:  # survivors are in score order
                 kept = kept[self._class_rank(cls[kept]) < self.topk_per_class]
+            kept_boxes = boxes[kept]
+            if self.clip_boxes == "after_nms":  # TF: clip the survivors, drop those of zero area
+                kept_boxes = self.clip(kept_boxes)
+                nonzero = (kept_boxes[:, 2] - kept_boxes[:, 0]) * (kept_boxes[:, 3] - kept_boxes[:, 1]) > 0
+                kept, kept_boxes = kept[nonzero], kept_boxes[nonzero]
             if kept.numel() >= self.max_detections or exhausted:
                 break
             m = min(flat.numel(), 2 * m)
-        kept = kept[: self.max_detections]
-        return {"boxes": boxes[kept], "scores": scores[kept], "labels": cls[kept]}
+        n = self.max_detections
+        return {"boxes": kept_boxes[:n], "scores": scores[kept[:n]], "labels": cls[kept[:n]]}
 
     @staticmethod
     def _best(flat: torch.Tensor, m: int, floor: float) -> tuple[torch.Tensor, torch.Tensor]:

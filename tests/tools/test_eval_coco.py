@@ -103,3 +103,86 @@ def test_weights_on_a_dataset_writes_everything(tmp_path):
     detections = json.loads((tmp_path / "o" / "detections.json").read_text())
     assert detections and {d["category_id"] for d in detections} <= {c["id"] for c in CATEGORIES}
     assert {d["image_id"] for d in detections} <= {1, 2, 3, 4}
+
+
+def _with_minival_ids(data, train_ids, val_ids):
+    """Renumber the images of a COCO 2017 layout: the first of each split get the given (minival) ids, the
+    others ids outside minival; returns {split: [ids in order]}."""
+    result = {}
+    for split, wanted in (("train", train_ids), ("val", val_ids)):
+        path = data / "annotations" / f"instances_{split}2017.json"
+        ann = json.loads(path.read_text())
+        new_ids = list(wanted) + [900_000_000 + 100 * len(wanted) + i for i in range(len(ann["images"]) - len(wanted))]
+        if split == "val":
+            new_ids = [i + 50 if i >= 900_000_000 else i for i in new_ids]
+        renumber = {im["id"]: new for im, new in zip(ann["images"], new_ids)}
+        for im in ann["images"]:
+            im["id"] = renumber[im["id"]]
+        for a in ann["annotations"]:
+            a["image_id"] = renumber[a["image_id"]]
+        path.write_text(json.dumps(ann))
+        result[split] = new_ids
+    return result
+
+
+def _tiny_checkpoint(path, num_classes=5):
+    import torch
+
+    from detector import checkpoint
+    from detector.build import build_model
+    from detector.config import Config, ModelConfig, to_dict
+    from detector.data.synthetic import CATEGORIES
+
+    cfg = Config()
+    cfg.model = ModelConfig(backbone="mobilenet_v3_small", image_size=(64, 64), num_classes=num_classes)
+    torch.manual_seed(0)
+    checkpoint.save(path, {"model": build_model(cfg.model).state_dict(), "config": to_dict(cfg),
+                           "categories": CATEGORIES})  # fmt: skip
+    return path
+
+
+def test_minival2014_scores_exactly_the_minival_images_present_from_both_folders(tmp_path):
+    from detector.data.minival import minival_ids
+
+    ids = minival_ids()
+    assert len(ids) == len(set(ids)) == 8059 and ids[:2] == [25096, 251824]
+    data = tiny_dataset(tmp_path / "data", train=5, val=4)
+    split_ids = _with_minival_ids(data, train_ids=ids[:3], val_ids=ids[100:102])
+    minival_present = set(ids[:3]) | set(ids[100:102])
+    ckpt = _tiny_checkpoint(tmp_path / "m.pt")
+    args = ["--weights", str(ckpt), "--data-root", str(data), "--split", "minival2014", "--workers", "0"]
+    result = tool_in_process("tools/eval_coco.py", *args, "--output-dir", str(tmp_path / "o"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"8,054 of the 8,059 minival images are missing (first ids: {ids[3]}, {ids[4]}, " in result.stderr
+    assert "--allow-partial" in result.stderr
+    result = tool_in_process("tools/eval_coco.py", *args, "--allow-partial", "--output-dir", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "minival2014: 5 of the 8,059 images (3 in train2017/, 2 in val2017/)" in result.stdout
+    assert "evaluating minival2014 (partial): 5 images" in result.stdout
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["split"] == "minival2014 (partial)"
+    detections = json.loads((tmp_path / "o" / "detections.json").read_text())
+    assert {d["image_id"] for d in detections} == minival_present
+    merged = json.loads((tmp_path / "o" / "instances_minival2014_partial.json").read_text())
+    assert {im["id"] for im in merged["images"]} == minival_present
+    assert sorted(im["file_name"].split("/")[0] for im in merged["images"]) == ["train2017"] * 3 + ["val2017"] * 2
+    assert {a["image_id"] for a in merged["annotations"]} <= minival_present
+    # the images outside minival, in either folder, are the others
+    assert not minival_present & (set(split_ids["train"][3:]) | set(split_ids["val"][2:]))
+    # a minival image whose file is gone is missing too
+    gone = next(im for im in merged["images"] if im["file_name"].startswith("val2017/"))
+    (data / gone["file_name"]).unlink()
+    result = tool_in_process("tools/eval_coco.py", *args, "--allow-partial", "--output-dir", str(tmp_path / "o"))
+    assert result.returncode == 0 and "minival2014: 4 of the 8,059 images (3 in train2017/, 1 in val2017/)" in result.stdout
+
+
+def test_report_overlap_counts_val2017_in_tf_training(tmp_path):
+    from detector.data.minival import minival_ids
+
+    data = tiny_dataset(tmp_path / "data", train=1, val=6)
+    _with_minival_ids(data, train_ids=[], val_ids=minival_ids()[7:9])
+    result = tool_in_process("tools/eval_coco.py", "--data-root", str(data), "--report-overlap")
+    assert result.returncode == 0, result.stderr
+    assert "val2017: 6 images; 2 in TF's minival, 4 (66.7%) in the TF zoo models' training data" in result.stdout
+    result = tool_in_process("tools/eval_coco.py", "--split", "minival2014", "--weights", "x.pt")
+    assert result.returncode == 2 and "--split minival2014 needs --data-root" in result.stderr

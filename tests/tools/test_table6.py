@@ -44,6 +44,7 @@ def test_table6_json_tool_meets_the_tolerances(tmp_path):
     rows = {r["row"]: r for r in json.loads(result.stdout)}
     # the mAP column, from a metrics file whose model names its row and from ROW=FILE
     assert rows["V3†"]["map"] == pytest.approx(21.34) and rows["V3-Small"]["map"] == pytest.approx(15.0)
+    assert rows["V3-Small"]["map_split"] == "unknown split"
     assert list(rows) == [r.name for r in ROWS]
     for name, r in rows.items():
         assert set(r) >= {
@@ -100,3 +101,16 @@ def test_map_with_unknown_row_is_a_clean_error(tmp_path):
     bad.write_text(json.dumps({"AP": 0.1}))
     result = tool_in_process("tools/table6.py", "--map", str(bad))
     assert result.returncode == 2 and "Traceback" not in result.stderr and "ROW=" in result.stderr
+
+
+def test_tf_trained_weights_fill_a_cell_only_from_minival(tmp_path):
+    model = {"backbone": "mobilenet_v3_large", "width": 1.0, "reduced_tail": True, "padding": "tf_same"}
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"AP": 0.226, "split": "val2017", "model": model}))
+    result = tool_in_process("tools/table6.py", "--map", str(metrics))
+    assert result.returncode == 2 and "TF-trained weights scored on val2017" in result.stderr
+    assert "--split minival2014" in result.stderr and "Traceback" not in result.stderr
+    metrics.write_text(json.dumps({"AP": 0.226, "split": "minival2014", "model": model}))
+    result = tool_in_process("tools/table6.py", "--map", str(metrics))
+    assert result.returncode == 0, result.stderr
+    assert "mAP: COCO box AP, V3† on minival2014" in result.stdout

@@ -1,5 +1,6 @@
 """The one export pipeline in-process: ONNX files (raw, int8) and TorchScript with their checks and reports."""
 
+import copy
 import json
 
 import cv2
@@ -8,12 +9,14 @@ import onnx
 import pytest
 import torch
 
+from detector.build import LoadedModel, build_postprocessor
 from detector.deploy import pipeline
 from detector.deploy.onnx_format import OnnxRunner
 from detector.deploy.parity import Parity
 from detector.deploy.pipeline import FORMATS, ExportOptions, check_options, default_output_path, export
 from detector.deploy.torchscript_format import TorchScriptRunner
 from detector.errors import UserError
+from detector.inference.runner import TorchRunner
 from detector.weights.resolve import load_model
 
 from .tiny_checkpoint import write_tiny_checkpoint
@@ -127,3 +130,26 @@ def test_torchscript_file(tiny, tmp_path):
     assert runner.path == out and runner.outputs == "raw" and runner.max_batch is None
     (det,) = runner([np.zeros((30, 50, 3), np.uint8)])
     assert det.image_size == (30, 50)
+
+
+def test_nms_file_clips_after_nms_as_tf_does(tiny, tmp_path):
+    """TF's order (NMS on unclipped boxes, then clip and drop zero-area boxes) in the ONNX NMS graph, the raw
+    graph and its runner: all equal PyTorch's post-processing, and the raw boxes do cross the border."""
+    cfg = copy.deepcopy(tiny.config)
+    cfg.postprocess.clip_boxes = "after_nms"
+    tf_order = LoadedModel(tiny.model, build_postprocessor(cfg, tiny.model), tiny.categories, cfg, "tiny.pt")
+    raw, with_nms = tmp_path / "tf.onnx", tmp_path / "tf.nms.onnx"
+    export(tf_order, raw, ExportOptions(), say=lambda line: None)
+    report = export(tf_order, with_nms, ExportOptions(nms=True), say=lambda line: None)
+    assert report.nms_parity.ok and report.nms_parity.detections > 0
+    frames = [(np.random.default_rng(i).random((48, 80, 3)) * 255).astype(np.uint8) for i in range(3)]
+    runner = OnnxRunner(raw, threads=1)
+    assert json.loads({p.key: p.value for p in onnx.load(str(raw)).metadata_props}["detector.postprocess"])[
+        "clip_boxes"] == "after_nms"  # fmt: skip
+    boxes, _ = runner.infer(runner.prepare(frames[:1]))
+    assert boxes.min() < 0 or boxes.max() > 64, "unclipped raw boxes must cross the border for this to mean much"
+    reference = TorchRunner(tiny.model, tf_order.post, tiny.categories)(frames)
+    for got in (runner(frames), OnnxRunner(with_nms, threads=1)(frames)):
+        for g, r in zip(got, reference):
+            assert g.boxes.min() >= 0 and (g.boxes[:, 2] <= 80).all() and (g.boxes[:, 3] <= 48).all()
+            np.testing.assert_allclose(np.sort(g.scores), np.sort(r.scores), atol=1e-5)

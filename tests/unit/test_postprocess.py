@@ -102,3 +102,67 @@ def test_boxes_are_clipped_to_the_input():
     anchors = torch.tensor([[-10.0, -10.0, 50.0, 50.0]])
     out = PostProcessor("sigmoid", 0.0, 0.5, 10, 10, (32, 40), anchors)(torch.zeros(1, 1, 4), torch.ones(1, 1, 2))
     torch.testing.assert_close(out[0]["boxes"], torch.tensor([[0.0, 0.0, 40.0, 32.0]]))
+
+
+def tf_multiclass_nms(boxes, scores, thresh, iou, per_class, total, size):
+    """TF's ``multiclass_non_max_suppression`` as its source describes it, class by class: the candidates
+    above ``thresh`` enter NMS on their unclipped boxes, which keeps at most ``per_class`` of them
+    (``max_size_per_class``); all survivors are sorted by score, clipped to the (H, W) window, those of zero
+    area dropped (``_clip_window_prune_boxes``), and the first ``total`` kept (``max_total_size``)."""
+    kept_boxes, kept_scores, kept_labels = [], [], []
+    for c in range(scores.shape[1]):
+        mask = scores[:, c] > thresh
+        s, b = scores[mask, c], boxes[mask]
+        keep = nms(b, s, iou)[:per_class]
+        kept_boxes.append(b[keep])
+        kept_scores.append(s[keep])
+        kept_labels.append(torch.full((len(keep),), c + 1, dtype=torch.int64))
+    b, s, lab = torch.cat(kept_boxes), torch.cat(kept_scores), torch.cat(kept_labels)
+    order = s.argsort(descending=True)
+    b, s, lab = b[order], s[order], lab[order]
+    h, w = size
+    b = torch.stack([b[:, 0].clamp(0, w), b[:, 1].clamp(0, h), b[:, 2].clamp(0, w), b[:, 3].clamp(0, h)], 1)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    b, s, lab = b[area > 0], s[area > 0], lab[area > 0]
+    return b[:total], s[:total], lab[:total]
+
+
+def _border_case(anchors: int, classes: int, size: tuple[int, int]):
+    """Anchors spread from 100 pixels beyond the input on every side: many cross the border, some lie wholly
+    outside; float64 so that no two scores tie."""
+    h, w = size
+    xy = torch.rand(anchors, 2, dtype=torch.float64) * torch.tensor([w + 200.0, h + 200.0]) - 100
+    anchor_boxes = torch.cat([xy, xy + torch.rand(anchors, 2, dtype=torch.float64) * 80 + 4], 1)
+    codes = torch.randn(anchors, 4, dtype=torch.float64) * 0.5
+    logits = torch.randn(anchors, classes + 1, dtype=torch.float64) * 3 - 2
+    return anchor_boxes, codes, logits
+
+
+@pytest.mark.parametrize("thresh,iou,per_class,total", [(1e-8, 0.6, 100, 100), (0.3, 0.5, 5, 1000), (0.6, 0.3, 3, 40)])
+@pytest.mark.parametrize("score_fn", ["sigmoid", "softmax"])
+def test_clip_after_nms_equals_tfs_multiclass_nms(thresh, iou, per_class, total, score_fn):
+    size = (240, 320)
+    for _ in range(2):
+        anchors, codes, logits = _border_case(2034, 20, size)
+        post = PostProcessor(score_fn, thresh, iou, per_class, total, size, anchors, per_class_limit="after_nms",
+                             clip_boxes="after_nms")  # fmt: skip
+        unclipped, scores = post.coder.decode(codes, anchors), post.scores(logits)
+        assert torch.equal(post.boxes(codes), unclipped)  # what NMS sees, and what a raw exported graph returns
+        b, s, lab = tf_multiclass_nms(unclipped, scores, thresh, iou, per_class, total, size)
+        for got in (post.select(codes, logits), post.select_boxes(unclipped, scores)):
+            assert torch.equal(got["scores"], s) and torch.equal(got["labels"], lab) and torch.equal(got["boxes"], b)
+
+
+def test_clipping_before_or_after_nms_differ_on_boxes_across_the_border():
+    # Two boxes of one class hanging over the left edge: unclipped they overlap little (IoU 0.33), clipped they
+    # are the same box (IoU 1). TF keeps both, torchvision's order keeps one. A third box lies wholly outside:
+    # TF drops it after clipping (zero area); clipped before NMS it stays as a zero-width box.
+    boxes = torch.tensor([[-60.0, 10.0, 20.0, 50.0], [-20.0, 10.0, 20.0, 50.0], [-50.0, 60.0, -10.0, 90.0]])
+    scores = torch.tensor([[0.9], [0.8], [0.7]])
+    after = PostProcessor("sigmoid", 0.1, 0.5, 10, 10, (100, 100), per_class_limit="after_nms", clip_boxes="after_nms")
+    before = PostProcessor("sigmoid", 0.1, 0.5, 10, 10, (100, 100), per_class_limit="after_nms")
+    got = after.select_boxes(boxes, scores)
+    torch.testing.assert_close(got["boxes"], torch.tensor([[0.0, 10.0, 20.0, 50.0], [0.0, 10.0, 20.0, 50.0]]))
+    assert got["scores"].tolist() == pytest.approx([0.9, 0.8])
+    got = before.select_boxes(before.clip(boxes), scores)
+    assert got["scores"].tolist() == pytest.approx([0.9, 0.7])
