@@ -201,11 +201,15 @@ def frozen_graph(arch: str, size: int = 320, seed: int = 0, read: bool = False, 
     return g.graph.SerializeToString(), g.weights
 
 
-def write_zoo_tarball(path: Path, folder: str, graph: bytes) -> None:
-    """A ``.tar.gz`` laid out as the TF zoo's: ``folder/frozen_inference_graph.pb`` among other files."""
+def write_zoo_tarball(path: Path, folder: str, graph: bytes, pipeline_config: str | None = None) -> None:
+    """A ``.tar.gz`` laid out as the TF zoo's: ``folder/frozen_inference_graph.pb`` among other files, with
+    ``folder/pipeline.config`` holding ``pipeline_config`` (protobuf text) when it is given."""
+    files = [(f"{folder}/checkpoint", b'model_checkpoint_path: "model.ckpt"\n'),
+             (f"{folder}/frozen_inference_graph.pb", graph)]  # fmt: skip
+    if pipeline_config is not None:
+        files.append((f"{folder}/pipeline.config", pipeline_config.encode()))
     with tarfile.open(path, "w:gz") as tar:
-        for name, data in ((f"{folder}/pipeline.config", b"model { ssd { } }\n"),
-                           (f"{folder}/frozen_inference_graph.pb", graph)):  # fmt: skip
+        for name, data in files:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))

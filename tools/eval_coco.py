@@ -43,9 +43,9 @@ def main() -> int:
     p.add_argument("--weights", help=f"checkpoint to run, or a name: {', '.join(catalog.detector_names())}")
     p.add_argument("--data-root", help="COCO 2017 layout; --split says what is evaluated")
     p.add_argument("--split", choices=SPLITS, default="val2017",
-                   help="with --data-root: val2017 (default) or TF's COCO 2014 minival (the paper's Table 6)")
+                   help="with --data-root: val2017 (default) or TF's COCO 2014 minival (Table 6's)")  # fmt: skip
     p.add_argument("--allow-partial", action="store_true",
-                   help="--split minival2014: evaluate the minival images present instead of stopping")
+                   help="--split minival2014: evaluate the minival images present instead of stopping")  # fmt: skip
     p.add_argument("--report-overlap", action="store_true",
                    help="with --data-root: how much of val2017 was in the TF models' training data")  # fmt: skip
     p.add_argument("--val-json", help="annotation file to evaluate on")
@@ -91,7 +91,8 @@ def main() -> int:
         result.split = split
         m = loaded.config.model  # what tools/table6.py --map reads to place the result in its row
         result.model = {"backbone": m.backbone, "width": m.width, "reduced_tail": m.reduced_tail, "layout": m.layout,
-                        "padding": m.padding, "resize": loaded.config.data.resize, "weights": loaded.source}  # fmt: skip
+                        "padding": m.padding, "resize": loaded.config.data.resize,
+                        "weights": loaded.source}  # fmt: skip
     else:
         raise UserError("give --weights CKPT with a dataset, or --detections FILE --gt ANN.json")
     write_results(result, args.output_dir)

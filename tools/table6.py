@@ -9,8 +9,9 @@ eager or with --runtime in ONNX Runtime, OpenVINO or ExecuTorch, fp32, bf16 or i
 (benchmarks/table6_latency.py): the paper measured its column with a mobile runtime in fp32 and int8.
 --map takes metrics.json files written by tools/eval_coco.py (their model config names the row) or
 ROW=FILE pairs, e.g. "V3†=runs/v3/metrics.json"; a file of TF-trained weights (paper-v3-*) must come from
-`eval_coco.py --split minival2014`, the split of the paper's cells (val2017 was mostly in their training data). --write-recipes DIR writes the 11 paper recipes
-(table6_*_paper.yaml, from detector.paper.table6.recipe_yaml) into DIR and exits.
+`eval_coco.py --split minival2014`, the split of the paper's cells (val2017 was mostly in their training data).
+--write-recipes DIR writes the 11 paper recipes (table6_*_paper.yaml, from detector.paper.table6.recipe_yaml)
+into DIR and exits.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Training and evaluation transforms on albumentations, with the SSD crops written as albumentations crops.
 
 A transform takes an (H, W, 3) uint8 RGB image, ``boxes`` (M, 4) float32 xyxy pixels and ``labels`` (M,)
-int64, and returns the same at the model's input size (the image float32 with TF's resize, ``tf_legacy``). Crowd boxes travel as boxes with negative labels.
+int64, and returns the same at the model's input size (the image float32 with TF's resize, ``tf_legacy``).
+Crowd boxes travel as boxes with negative labels.
 """
 
 from __future__ import annotations

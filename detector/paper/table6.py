@@ -101,8 +101,12 @@ def paper_recipe(row: Row) -> Config:
         model=row.model_config(),
         loss=LossConfig(kind="focal", focal_alpha=FOCAL_ALPHA, focal_gamma=FOCAL_GAMMA, iou_threshold=MATCH_IOU),
         postprocess=PostprocessConfig(
-            score_thresh=SCORE_THRESH, nms_thresh=NMS_IOU, topk_per_class=TOPK_PER_CLASS, max_detections=MAX_DETECTIONS,
-            per_class_limit="after_nms", clip_boxes="after_nms",  # TF's multiclass_non_max_suppression
+            score_thresh=SCORE_THRESH,
+            nms_thresh=NMS_IOU,
+            topk_per_class=TOPK_PER_CLASS,
+            max_detections=MAX_DETECTIONS,
+            per_class_limit="after_nms",
+            clip_boxes="after_nms",  # TF's multiclass_non_max_suppression
         ),
         data=DataConfig(data_root=DATA_ROOT, augment=list(TF_AUGMENT), workers=WORKERS, class_slots="category_id"),
         train=TrainConfig(

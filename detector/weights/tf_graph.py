@@ -6,10 +6,13 @@ the extra layers ``layer_17_*`` (Large) / ``layer_13_*`` (Small), and ``BoxPredi
 parsed with the compiled TF protos that ``tensorboard`` ships (``pip install '.[tf]'``). Layouts: Conv2D
 weights HWIO -> OIHW, depthwise (H, W, C, 1) -> (C, 1, H, W); box codes (ty, tx, th, tw) -> (tx, ty, tw, th);
 91 class slots, slot 0 background, slot k COCO id k. BatchNorm: gamma, beta, moving mean and variance.
+The archive's ``pipeline.config`` (protobuf text) sets the score function, post-processing and input size
+(``tf_pipeline_config.py``); a bare ``.pb`` gets the paper's (``tf_config``).
 """
 
 from __future__ import annotations
 
+import logging
 import tarfile
 import zlib
 from pathlib import Path
@@ -20,16 +23,21 @@ import torch
 from detector import build, config
 from detector.config import Config, DataConfig, LossConfig, ModelConfig, PostprocessConfig
 from detector.errors import UserError
+from detector.weights.tf_pipeline_config import parse, pipeline_config
 from detector.weights.torchvision_ssdlite import coco_categories
+
+log = logging.getLogger(__name__)
 
 FE = "FeatureExtractor/MobilenetV3/"
 EXTRA_DEPTHS = (512, 256, 256, 128)
 GRAPH_FILE = "frozen_inference_graph.pb"  # the graph's name inside a zoo archive
+PIPELINE_FILE = "pipeline.config"  # the model's TF config, beside the graph (detector/weights/tf_pipeline_config.py)
 
 # The paper's TF recipe and model (docs/paper.md, sections 4 and 6): sigmoid scores, score 1e-8, NMS 0.6,
-# 100 survivors per class, 100 per image; TF's SAME padding; 90 COCO-id class slots.
+# 100 survivors per class, 100 per image, boxes clipped after NMS (TF's multiclass_non_max_suppression); TF's
+# SAME padding and legacy bilinear resize; 90 COCO-id class slots. A zoo archive's pipeline.config overrides.
 TF_POSTPROCESS = PostprocessConfig(score_thresh=1e-8, nms_thresh=0.6, topk_per_class=100, max_detections=100,
-                                   per_class_limit="after_nms")  # fmt: skip
+                                   per_class_limit="after_nms", clip_boxes="after_nms")  # fmt: skip
 
 
 def tf_config(backbone: str) -> Config:
@@ -45,28 +53,46 @@ def tf_config(backbone: str) -> Config:
         ),  # fmt: skip
         loss=LossConfig(kind="focal"),
         postprocess=TF_POSTPROCESS,
-        data=DataConfig(class_slots="category_id"),
+        data=DataConfig(class_slots="category_id", resize="tf_legacy"),
     )
 
 
-def graph_bytes(path: Path) -> bytes:
-    """The GraphDef bytes of a ``.pb`` file, or of the ``*/frozen_inference_graph.pb`` in a zoo archive
-    (``.tar.gz``). The whole archive is read, so gzip's CRC-32 catches a truncated or damaged download."""
+def read_archive(path: Path) -> tuple[bytes, tuple[str, str] | None]:
+    """(GraphDef bytes, (name, text) of the pipeline.config or None) of a ``.pb`` file (no config), or of a zoo
+    archive (``.tar.gz``): its ``*/frozen_inference_graph.pb`` and the ``pipeline.config`` in the same folder,
+    if there is one; the config is named ``ARCHIVE:MEMBER``.
+    The whole archive is read, so gzip's CRC-32 catches a truncated or damaged download."""
     if not tarfile.is_tarfile(path):
-        return path.read_bytes()
+        return path.read_bytes(), None
     try:
         with tarfile.open(path) as tar:
             members = tar.getmembers()  # reads to the end: the CRC check
             found = [m for m in members if m.isfile() and m.name.rsplit("/", 1)[-1] == GRAPH_FILE]
             if not found:
                 raise UserError(f"{path}: an archive without {GRAPH_FILE} (it has {len(members)} entries)")
-            return tar.extractfile(found[0]).read()
+            folder = found[0].name[: -len(GRAPH_FILE)]
+            configs = [m for m in members if m.isfile() and m.name == folder + PIPELINE_FILE]
+            text = tar.extractfile(configs[0]).read() if configs else None
+            graph = tar.extractfile(found[0]).read()
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise UserError(f"{path}: a damaged archive ({exc}); delete it and download it again") from None
+    if text is None:
+        return graph, None
+    name = f"{path}:{configs[0].name}"
+    try:
+        return graph, (name, text.decode())
+    except UnicodeDecodeError:
+        raise UserError(f"{name}: not a text file (UTF-8)") from None
 
 
-def read_consts(path: str | Path) -> dict[str, np.ndarray]:
-    """Every float Const of a frozen GraphDef (a ``.pb`` file or a zoo ``.tar.gz``): node name -> array."""
+def graph_bytes(path: Path) -> bytes:
+    """The GraphDef bytes of a ``.pb`` file, or of the ``*/frozen_inference_graph.pb`` in a zoo archive."""
+    return read_archive(path)[0]
+
+
+def read_consts(path: str | Path, data: bytes | None = None) -> dict[str, np.ndarray]:
+    """Every float Const of a frozen GraphDef (a ``.pb`` file or a zoo ``.tar.gz``, or its bytes ``data`` read
+    from ``path`` already): node name -> array."""
     try:
         from tensorboard.compat.proto import graph_pb2
         from tensorboard.util import tensor_util
@@ -74,7 +100,7 @@ def read_consts(path: str | Path) -> dict[str, np.ndarray]:
         raise UserError("reading TF graphs needs the TF protos that tensorboard ships: pip install '.[tf]'") from None
     graph = graph_pb2.GraphDef()
     try:
-        graph.ParseFromString(graph_bytes(Path(path)))
+        graph.ParseFromString(graph_bytes(Path(path)) if data is None else data)
     except OSError as exc:
         raise UserError(f"{path}: cannot read: {exc.strerror}") from None
     except UserError:
@@ -174,9 +200,24 @@ def backbone_of(consts: dict[str, np.ndarray]) -> str:
 
 def graph_checkpoint(path: str | Path, source: str) -> dict:
     """The checkpoint contents (model, config, categories, source) of a frozen graph or zoo archive: the
-    paper-layout V3† / V3-Small† with TF's padding, post-processing and the 90 COCO-id class slots."""
-    consts = read_consts(path)
+    paper-layout V3† / V3-Small† with TF's padding and the 90 COCO-id class slots; post-processing, score
+    function and input size from the archive's pipeline.config, else the paper's (``tf_config``)."""
+    try:
+        graph, pipeline = read_archive(Path(path))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror}") from None
+    consts = read_consts(path, graph)
     cfg = tf_config(backbone_of(consts))
+    if pipeline is None:
+        log.warning("%s: no %s: using the paper's settings (sigmoid scores, score > 1e-8, NMS 0.6, 100 per class, "
+                    "100 in all, 320x320)", path, PIPELINE_FILE)  # fmt: skip
+    else:
+        name, text = pipeline
+        cfg = pipeline_config(parse(text, name), cfg, name)
+        post = cfg.postprocess
+        log.info("%s: %s scores, score > %g, NMS %g, %d per class, %d in all, %dx%d", name, build.score_fn(cfg.loss),
+                 post.score_thresh, post.nms_thresh, post.topk_per_class, post.max_detections,
+                 *cfg.model.image_size)  # fmt: skip
     model = build.build_model(cfg.model, init=False)
     state = convert(consts, model, str(path))
     return {"model": state, "config": config.to_dict(cfg), "categories": coco_categories(), "source": source}
