@@ -231,7 +231,9 @@ def run_benchmark(settings: Settings) -> tuple[list[Timing], str, dict[str, floa
         for n_threads in settings.threads:
             torch.set_num_threads(n_threads)
             cv2.setNumThreads(n_threads)
-            ours = TorchRunner(fuse_for_inference(loaded.model, True), loaded.post, loaded.categories)
+            ours = TorchRunner(
+                fuse_for_inference(loaded.model, True), loaded.post, loaded.categories, resize=loaded.config.data.resize
+            )
             runners = {paths.OURS_TV_WEIGHTS: tv_ours, paths.OURS_EAGER: ours}
             runners |= {path: runtimes.open_runner(rt, file, threads=n_threads) for path, (file, rt) in files.items()}
             if settings.val_data and not ap:  # accuracy does not depend on threads: once
