@@ -11,7 +11,8 @@ GRAPH: frozen_inference_graph.pb of the TF Object Detection API zoo's SSDLite Mo
 the zoo's archive holding it. No TensorFlow needed: the graph is read with the TF protos that tensorboard
 ships (pip install '.[tf]'); every weight is taken by its TF name, and a graph that is not one of these is
 refused with the first missing or mis-shaped node. The checkpoint carries TF's padding (model.padding
-tf_same), post-processing (sigmoid, score 1e-8, NMS 0.6, 100 per class after NMS, 100 in all) and the 90
+tf_same), resize (data.resize tf_legacy), post-processing as the archive's pipeline.config sets it (a bare .pb:
+the paper's, sigmoid, score 1e-8, NMS 0.6, 100 per class after NMS, 100 in all, clipped after NMS) and the 90
 COCO-id class slots. NAME: the catalog's detectors (fetched once into torch's hub cache, SHA-256 checked).
 """
 
