@@ -15,7 +15,7 @@ from pathlib import Path
 from torch import nn
 
 from detector import checkpoint, config
-from detector.backbones.layers import NormLayer, batch_norm
+from detector.backbones.layers import NormLayer, batch_norm, use_tf_slim_gate
 from detector.backbones.mnasnet import mnasnet_a1_backbone
 from detector.backbones.mobilenet_v1 import MobileNetV1
 from detector.backbones.mobilenet_v2 import mobilenet_v2_backbone
@@ -67,6 +67,8 @@ def build_model(cfg: ModelConfig, init: bool = True) -> SSDLite:
     )
     if cfg.padding == "tf_same":
         use_tf_same_padding(model)
+    if cfg.se_gate == "tf_slim":
+        use_tf_slim_gate(model)
     if init:
         init_weights(model, cfg.head_init_std, cfg.class_bias_init, cfg.backbone_init_std)
     return model

@@ -62,6 +62,9 @@ class ModelConfig(_Section):
     min_depth: int = 16  # TF's floor for extra-layer depths scaled by the width multiplier
     # symmetric: (k - 1) / 2 | tf_same: TF's SAME, asymmetric at stride 2 (TF weights)
     padding: Literal["symmetric", "tf_same"] = "symmetric"
+    # MobileNetV3's squeeze-and-excite gate: hardsigmoid (ReLU6(x + 3) / 6, the paper's) | tf_slim (TF slim's
+    # ReLU6(x + 3) * 0.16667, the TF zoo's weights)
+    se_gate: Literal["hardsigmoid", "tf_slim"] = "hardsigmoid"
     bn_eps: float = 1e-3
     bn_momentum: float = 0.03
     head_init_std: float = 0.03
@@ -71,6 +74,8 @@ class ModelConfig(_Section):
     def check(self) -> None:
         if self.reduced_tail and not self.backbone.startswith("mobilenet_v3"):
             raise ConfigError(f"model.reduced_tail: only MobileNetV3 has a reduced tail, not {self.backbone!r}")
+        if self.se_gate != "hardsigmoid" and not self.backbone.startswith("mobilenet_v3"):
+            raise ConfigError(f"model.se_gate: only MobileNetV3 has hard-sigmoid gates, not {self.backbone!r}")
 
 
 @dataclass

@@ -84,6 +84,22 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(self.expand(self.act(self.reduce(s))))
 
 
+class TfSlimHardSigmoid(nn.Module):
+    """TF slim's MobileNetV3 squeeze-and-excite gate, ``relu6(x + 3) * 0.16667`` (``mobilenet_v3.py``'s
+    ``gating_fn``), which the TF zoo's models were trained with. Its 0.16667 is 2e-5 larger than the 1/6 of
+    ``nn.Hardsigmoid`` (it saturates at 1.00002): enough to move a converted model's logits by about 1e-2."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.relu6(x + 3.0) * 0.16667
+
+
+def use_tf_slim_gate(model: nn.Module) -> None:
+    """Give every hard-sigmoid squeeze-and-excite gate of ``model`` TF slim's constant (in place)."""
+    for module in model.modules():
+        if isinstance(module, SqueezeExcite) and isinstance(module.gate, nn.Hardsigmoid):
+            module.gate = TfSlimHardSigmoid()
+
+
 class InvertedResidual(nn.Module):
     """Inverted residual ("bneck"): [1x1 expand] -> kxk depthwise -> [SE] -> 1x1 linear project [+ input].
 

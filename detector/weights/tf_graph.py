@@ -49,6 +49,7 @@ def tf_config(backbone: str) -> Config:
             layout="paper",
             num_classes=90,
             padding="tf_same",
+            se_gate="tf_slim",
             backbone_init_std=0.03,
         ),  # fmt: skip
         loss=LossConfig(kind="focal"),
