@@ -54,7 +54,7 @@ class MinivalFiles:
 
     def describe(self) -> str:
         present = sum(self.found.values())
-        where = ", ".join(f"{n} in {folder}/" for folder, n in self.found.items())
+        where = ", ".join(f"{n:,} in {folder}/" for folder, n in self.found.items())
         return f"minival2014: {present:,} of the {present + len(self.missing):,} images ({where})"
 
 
