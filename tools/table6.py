@@ -30,39 +30,18 @@ from detector.build import build_model  # noqa: E402
 from detector.errors import UserError  # noqa: E402
 from detector.inference.timing import machine, machine_line  # noqa: E402
 from detector.paper.complexity import conv_params, multiply_adds  # noqa: E402
-from detector.paper.table6 import REFERENCE_ROW, ROWS, recipe_file_name, recipe_yaml, row_for_model, row_named  # noqa: E402
+from detector.paper.table6 import REFERENCE_ROW, ROWS, map_cell, recipe_file_name, recipe_yaml  # noqa: E402
 
 
 def read_map(arg: str) -> tuple[str, tuple[float, str]]:
-    """ROW=FILE or FILE -> (row name, (mAP in percent, the split it was measured on)). TF-trained weights
-    (TF's padding) scored on another split than TF's minival are refused: about 80 % of val2017 was in their
-    training data."""
+    """ROW=FILE or FILE -> (row name, (mAP in percent, the split it was measured on)): ``map_cell``."""
     name, path = arg.split("=", 1) if "=" in arg and not Path(arg).exists() else (None, arg)
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"{path}: cannot read metrics: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("AP"), (int, float)):
-        raise UserError(f"{path}: expected a metrics.json object with a numeric 'AP'")
-    if name is None:
-        model = data.get("model") or {}
-        row = row_for_model(
-            model.get("backbone", ""), float(model.get("width", 1.0)), bool(model.get("reduced_tail", False))
-        )
-        if row is None:
-            raise UserError(f"{path}: its model config matches no Table 6 row; pass ROW={path}")
-        name = row.name
-    try:
-        row_named(name)
-    except KeyError as exc:
-        raise UserError(str(exc.args[0])) from None
-    split = str(data.get("split") or "unknown split")
-    if (data.get("model") or {}).get("padding") == "tf_same" and split != "minival2014":
-        raise UserError(
-            f"{path}: TF-trained weights scored on {split}; Table 6 and the TF zoo measured them on COCO 2014 "
-            f"minival, and most of val2017 was in their training data: run tools/eval_coco.py --split minival2014"
-        )
-    return name, (100.0 * float(data["AP"]), split)
+    row, value, split = map_cell(data, path, name)
+    return row, (value, split)
 
 
 def measure(latency: bool, repeats: int, runtime: str = "torch") -> list[dict]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from detector.config import Config, DataConfig, LossConfig, ModelConfig, PostprocessConfig, TrainConfig, dump_yaml
+from detector.errors import UserError
 
 # The TF training recipe of every row, from scratch (docs/paper.md, section 4).
 TF_BATCH_SIZE = 512  # 32 replicas
@@ -93,6 +94,34 @@ def row_for_model(backbone: str, width: float, reduced_tail: bool) -> Row | None
         if (row.backbone, row.reduced_tail) == (backbone, reduced_tail) and abs(row.width - width) < 1e-9:
             return row
     return None
+
+
+def map_cell(metrics: dict, path: str, row: str | None = None) -> tuple[str, float, str]:
+    """A metrics.json of tools/eval_coco.py (``metrics``, read from ``path``) -> (row name, mAP in percent, the
+    split it was measured on) for the row named ``row``, or else the row its model config names.
+
+    TF-trained weights (TF's padding) scored on another split than TF's COCO 2014 minival are refused: the
+    paper's cells are measured there, and about 80 % of val2017 was in their training data."""
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("AP"), (int, float)):
+        raise UserError(f"{path}: expected a metrics.json object with a numeric 'AP'")
+    model = metrics.get("model") or {}
+    if row is None:
+        found = row_for_model(model.get("backbone", ""), float(model.get("width", 1.0)),
+                              bool(model.get("reduced_tail", False)))  # fmt: skip
+        if found is None:
+            raise UserError(f"{path}: its model config matches no Table 6 row; pass ROW={path}")
+        row = found.name
+    try:
+        row_named(row)
+    except KeyError as exc:
+        raise UserError(str(exc.args[0])) from None
+    split = str(metrics.get("split") or "unknown split")
+    if model.get("padding") == "tf_same" and split != "minival2014":
+        raise UserError(
+            f"{path}: TF-trained weights scored on {split}; Table 6 and the TF zoo measured them on COCO 2014 "
+            f"minival, and most of val2017 was in their training data: run tools/eval_coco.py --split minival2014"
+        )
+    return row, 100.0 * float(metrics["AP"]), split
 
 
 def paper_recipe(row: Row) -> Config:
