@@ -81,14 +81,14 @@ class ExportedRunner(Runner):
         super().__init__(json.loads(props["detector.categories"]), (h, w), max_batch, resize)
         self.post = PostProcessor(props["detector.score_fn"], **settings, input_size=self.input_size)
 
-    def decode(self, outputs: list[np.ndarray], frames: list[np.ndarray]) -> list[Detections]:
-        if self.outputs == "nms":
+    def decode(self, outputs: list[np.ndarray], frames: list[np.ndarray], min_score: float = 0.0) -> list[Detections]:
+        if self.outputs == "nms":  # the graph ran NMS at the export's threshold: min_score filters its output
             image, boxes, scores, labels = (torch.from_numpy(np.asarray(o)) for o in outputs)
-            dets = [{"boxes": boxes[image == i], "scores": scores[image == i], "labels": labels[image == i]}
-                    for i in range(len(frames))]  # fmt: skip
+            mine = [(image == i) & (scores >= min_score) for i in range(len(frames))]
+            dets = [{"boxes": boxes[m], "scores": scores[m], "labels": labels[m]} for m in mine]
         else:
             boxes, scores = torch.from_numpy(outputs[0]), torch.from_numpy(outputs[1])
-            dets = [self.post.select_boxes(boxes[i], scores[i]) for i in range(len(frames))]
+            dets = [self.post.select_boxes(boxes[i], scores[i], min_score) for i in range(len(frames))]
         return [
             self.labels.detections(self.post.to_image(d["boxes"], f.shape[:2]), d["scores"], d["labels"], f.shape[:2])
             for d, f in zip(dets, frames)

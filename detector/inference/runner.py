@@ -25,7 +25,9 @@ from detector.ssd.postprocess import PostProcessor
 
 class Runner:
     """``runner(frames)`` -> one ``Detections`` per (H, W, 3) uint8 RGB frame (boxes in that frame's pixels),
-    every detection the model's post-processing keeps (no score or class filter: see ``detector.app.api``).
+    every detection the model's post-processing keeps (no class filter: see ``detector.app.api``), or with
+    ``runner(frames, min_score)`` those scored at least ``min_score``, selected before NMS (the same
+    detections as filtering afterwards, ``PostProcessor.__call__``).
 
     ``runtime`` names the engine, ``names`` / ``categories`` the classes in label order, ``input_size`` the
     (H, W) the frames are resized to and ``resize`` how (``detector.data.image_io.resize_rgb``: the model's
@@ -52,11 +54,12 @@ class Runner:
         """The engine on one prepared batch -> its raw outputs."""
         raise NotImplementedError
 
-    def decode(self, outputs, frames: list[np.ndarray]) -> list[Detections]:
-        """Raw outputs of a batch -> ``Detections`` per frame, in the frames' pixels."""
+    def decode(self, outputs, frames: list[np.ndarray], min_score: float = 0.0) -> list[Detections]:
+        """Raw outputs of a batch -> ``Detections`` per frame, in the frames' pixels, scored at least
+        ``min_score``."""
         raise NotImplementedError
 
-    def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
+    def __call__(self, frames: list[np.ndarray], min_score: float = 0.0) -> list[Detections]:
         results: list[Detections] = []
         step = self.max_batch or max(len(frames), 1)
         for start in range(0, len(frames), step):
@@ -66,7 +69,7 @@ class Runner:
             t1 = time.perf_counter()
             outputs = self.infer(batch)
             t2 = time.perf_counter()
-            results += self.decode(outputs, chunk)
+            results += self.decode(outputs, chunk, min_score)
             self.times.record(t0, t1, t2, time.perf_counter(), len(chunk))
         return results
 
@@ -104,7 +107,8 @@ class TorchRunner(Runner):
         return boxes.float(), logits.float()
 
     @torch.inference_mode()
-    def decode(self, outputs: tuple[torch.Tensor, torch.Tensor], frames: list[np.ndarray]) -> list[Detections]:
+    def decode(self, outputs: tuple[torch.Tensor, torch.Tensor], frames: list[np.ndarray],
+               min_score: float = 0.0) -> list[Detections]:  # fmt: skip
         sizes = [f.shape[:2] for f in frames]
-        dets = self.post(*outputs, sizes)
+        dets = self.post(*outputs, sizes, min_score)
         return [self.labels.detections(d["boxes"], d["scores"], d["labels"], size) for d, size in zip(dets, sizes)]

@@ -119,14 +119,20 @@ class PostProcessor:
         box_regression: torch.Tensor,
         class_logits: torch.Tensor,
         image_sizes: list[tuple[int, int]] | None = None,
+        min_score: float = 0.0,
     ) -> list[dict[str, torch.Tensor]]:
         """The model's raw outputs, box codes (N, A, 4) and class logits (N, A, K) -> detections per image:
         ``boxes`` (D, 4) float32 xyxy, ``scores`` (D,), ``labels`` (D,) int64 in 1..num_classes, best first.
         Boxes are in pixels of ``image_sizes[i]`` = (H, W) of each original image (the input is a plain resize
-        of it), or of the model input when ``image_sizes`` is None."""
+        of it), or of the model input when ``image_sizes`` is None.
+
+        ``min_score``: only candidates scored at least this enter NMS. The result is exactly the detections of
+        at least ``min_score`` that filtering afterwards keeps (NMS suppresses a box only by higher-scored ones,
+        and each limit keeps the best: those of at least ``min_score`` are a prefix of every ranking), with far
+        less work at a caller's display threshold (0.3) than at a model's own (1e-8)."""
         results = []
         for i in range(box_regression.shape[0]):
-            det = self.select(box_regression[i], class_logits[i])
+            det = self.select(box_regression[i], class_logits[i], min_score)
             if image_sizes is not None:
                 det["boxes"] = self.to_image(det["boxes"], image_sizes[i])
             results.append(det)
@@ -137,18 +143,21 @@ class PostProcessor:
         (h, w), (in_h, in_w) = image_size, self.input_size
         return boxes * boxes.new_tensor([w / in_w, h / in_h, w / in_w, h / in_h])
 
-    def select(self, codes: torch.Tensor, logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One image from raw outputs: codes (A, 4), logits (A, K) -> detections in input pixels (labels 1..K-1).
+    def select(self, codes: torch.Tensor, logits: torch.Tensor, min_score: float = 0.0) -> dict[str, torch.Tensor]:
+        """One image from raw outputs: codes (A, 4), logits (A, K) -> detections in input pixels (labels 1..K-1),
+        of scores above ``score_thresh`` and at least ``min_score`` (see ``__call__``).
 
         Candidates are ranked without computing every score where the score function allows it (sigmoid is
         monotonic: logits rank as scores do); only the candidates' boxes are decoded.
         """
         if self.score_fn == "softmax":
-            ranked, to_scores, floor = logits.softmax(-1), (lambda v: v), self.score_thresh
+            ranked, to_scores, floor = logits.softmax(-1), (lambda v: v), self._floor(min_score)
         else:
             # sigmoid(x) > t exactly when x > logit(t); the margin absorbs rounding, the exact test comes later.
             t = min(max(self.score_thresh, 0.0), 1.0)
             floor = math.log(t / (1 - t)) - 1e-3 if 0 < t < 1 else (-math.inf if t <= 0 else math.inf)
+            if min_score > 0:  # sigmoid(x) >= m needs x >= logit(m); float32 sigmoid is 1 from x = 16.6 on
+                floor = max(floor, math.log(min_score / (1 - min_score)) - 1e-3 if min_score < 1 else 15.0)
             ranked, to_scores = logits.clone(), torch.sigmoid
         ranked[:, 0] = -math.inf  # the background slot is never a detection
         return self._select(
@@ -158,21 +167,31 @@ class PostProcessor:
             to_scores,
             floor,
             lambda a: self.boxes(codes[a], a),
+            min_score,
         )
 
-    def select_boxes(self, boxes: torch.Tensor, scores: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One image from decoded outputs (e.g. an exported graph): boxes (A, 4) xyxy, foreground scores (A, C)."""
-        return self._select(scores.reshape(-1), scores.shape[1], 1, lambda v: v, self.score_thresh, lambda a: boxes[a])
+    def select_boxes(
+        self, boxes: torch.Tensor, scores: torch.Tensor, min_score: float = 0.0
+    ) -> dict[str, torch.Tensor]:
+        """One image from decoded outputs (e.g. an exported graph): boxes (A, 4) xyxy, foreground scores (A, C);
+        ``min_score`` as in ``__call__``."""
+        flat, floor = scores.reshape(-1), self._floor(min_score)
+        return self._select(flat, scores.shape[1], 1, lambda v: v, floor, lambda a: boxes[a], min_score)
 
-    def _select(self, flat: torch.Tensor, num_cols: int, label_offset: int, to_scores, floor: float, boxes_of):
+    def _floor(self, min_score: float) -> float:
+        """A value that no score passing both thresholds reaches or falls below (scores ranked as themselves)."""
+        return max(self.score_thresh, min_score - 1e-6)
+
+    def _select(self, flat: torch.Tensor, num_cols: int, label_offset: int, to_scores, floor: float, boxes_of,
+                min_score: float = 0.0):  # fmt: skip
         """Threshold, per-class top-k and NMS over ``flat`` = (A * num_cols,) values ranked like the scores;
-        column c is label c + label_offset; no value at or below ``floor`` passes the score threshold;
-        ``boxes_of(anchor indices)`` gives their boxes."""
+        column c is label c + label_offset; no value at or below ``floor`` passes the score thresholds (above
+        ``score_thresh``, at least ``min_score``); ``boxes_of(anchor indices)`` gives their boxes."""
         m = min(flat.numel(), max(4 * self.max_detections, 256))
         while True:
             values, idx = self._best(flat, m, floor)  # sorted, best first
             scores = to_scores(values)
-            valid = int((scores > self.score_thresh).sum())  # a prefix: scores are sorted
+            valid = int(((scores > self.score_thresh) & (scores >= min_score)).sum())  # a prefix: scores are sorted
             exhausted = valid < m or m == flat.numel()
             scores, idx = scores[:valid], idx[:valid]
             anchor = idx.div(num_cols, rounding_mode="floor")

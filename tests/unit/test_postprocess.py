@@ -1,3 +1,5 @@
+from functools import partial
+
 import pytest
 import torch
 from torchvision.ops import nms
@@ -166,3 +168,29 @@ def test_clipping_before_or_after_nms_differ_on_boxes_across_the_border():
     assert got["scores"].tolist() == pytest.approx([0.9, 0.8])
     got = before.select_boxes(before.clip(boxes), scores)
     assert got["scores"].tolist() == pytest.approx([0.9, 0.7])
+
+
+@pytest.mark.parametrize(
+    "limit,clip", [("after_nms", "after_nms"), ("after_nms", "before_nms"), ("before_nms", "before_nms")]
+)
+@pytest.mark.parametrize("score_fn", ["sigmoid", "softmax"])
+def test_min_score_before_nms_equals_filtering_afterwards(limit, clip, score_fn):
+    """A caller's threshold (--conf) applied before NMS keeps exactly the detections that filtering the model's
+    own afterwards keeps: NMS suppresses only from higher to lower scores, and the limits keep the best."""
+    for seed in range(3):
+        torch.manual_seed(seed)
+        anchors, codes, logits = _border_case(2034, 20, (240, 320))
+        logits = logits / 2 - 1  # scores spread over (0, 1), so that each threshold below cuts
+        post = PostProcessor(score_fn, 1e-8, 0.5, 50, 600, (240, 320), anchors, per_class_limit=limit, clip_boxes=clip)
+        boxes, all_scores = post.boxes(codes), post.scores(logits)
+        # each route against itself (their sigmoids may differ in the last bit: computed over other tensors)
+        for run in (partial(post.select, codes, logits), partial(post.select_boxes, boxes, all_scores)):
+            everything = run(0.0)
+            scores = everything["scores"]
+            assert len(scores) >= 300 and scores[-1] < scores[len(scores) // 2] < scores[0]  # the confs below cut
+            for conf in (0.05, float(scores[len(scores) // 2]), float(scores[0]), 0.5, 1.0):  # ties at conf included
+                got, keep = run(conf), scores >= conf
+                assert torch.equal(got["scores"], scores[keep]) and torch.equal(
+                    got["labels"], everything["labels"][keep]
+                )
+                assert torch.equal(got["boxes"], everything["boxes"][keep])

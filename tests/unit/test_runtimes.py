@@ -171,3 +171,27 @@ def test_table6_latency_times_the_model_step_of_that_runtime_at_one_thread(monke
         (runner,) = opened
         assert (runner.runtime, runner.precision, runner.path.suffix) == (engine, precision, suffix)
         assert runner.labels.ids.tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("runtime,key", [("torch", "ckpt"), ("onnxruntime", "onnx"), ("openvino", "xml")])
+def test_conf_before_nms_keeps_what_filtering_afterwards_keeps(files, runtime, key):
+    """detector.load(conf=...) passes conf into post-processing, on every runtime: the detections equal the
+    runner's full output (the model's own threshold) filtered afterwards."""
+    frames = synthetic_frames(3, 120, 160, seed=5)
+    model = api.load(str(files[key]), runtime=runtime, threads=1)
+    full = model.runner(frames)  # every detection of the model's own threshold
+    scores = np.concatenate([d.scores for d in full])
+    model.conf = conf = float(np.median(scores))  # a threshold that cuts, with a detection at exactly conf
+    assert model.runner.post.score_thresh < conf  # the model's own threshold is lower: conf does the cutting
+    decode, seen = model.runner.decode, []
+    model.runner.decode = lambda outputs, chunk, min_score=0.0: (
+        seen.append(min_score) or decode(outputs, chunk, min_score)
+    )
+    detections = model(frames)
+    assert seen and set(seen) == {conf}  # conf reached the post-processing
+    for got, everything in zip(detections, full):
+        keep = everything.scores >= conf
+        assert 0 < keep.sum() < len(keep) or not len(keep)
+        np.testing.assert_array_equal(got.scores, everything.scores[keep])
+        np.testing.assert_array_equal(got.labels, everything.labels[keep])
+        np.testing.assert_array_equal(got.boxes, everything.boxes[keep])
