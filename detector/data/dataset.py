@@ -60,12 +60,18 @@ class CocoDetection(Dataset):
             raise UserError(f"{ann_file}: no usable images")
         self.transform = transform
         self.seed = seed
-        self.epoch = 0
+        # in shared memory: loader workers that live across epochs (persistent_workers) see each set_epoch
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._bad: set[int] = set()
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        """Augmentation draws depend on (seed, epoch, index) only: resumable and worker-independent."""
-        self.epoch = epoch
+        """Augmentation draws depend on (seed, epoch, index) only: resumable and worker-independent. Call it
+        before iterating a loader for the epoch: its workers, forked or spawned, share the value."""
+        self._epoch.fill_(epoch)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -105,9 +111,11 @@ class CocoDetection(Dataset):
         }
 
 
-def eval_loader(dataset: CocoDetection, batch_size: int = 16, workers: int = 2) -> DataLoader:
-    """Batches of a plain-resize dataset in order, for evaluation."""
-    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)
+def eval_loader(dataset: CocoDetection, batch_size: int = 16, workers: int = 2, persistent: bool = False) -> DataLoader:
+    """Batches of a plain-resize dataset in order, for evaluation; ``persistent``: its workers live on between
+    passes (evaluation after every training epoch) instead of starting anew each time."""
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
+                      persistent_workers=persistent and workers > 0)  # fmt: skip
 
 
 def collate(batch: list[tuple[np.ndarray, dict]]) -> tuple[torch.Tensor, list[dict]]:

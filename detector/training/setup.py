@@ -53,6 +53,10 @@ def build_training(
         num_workers=cfg.data.workers,
         collate_fn=collate,
         pin_memory=device.type == "cuda",
+        # Workers live for the whole run: starting them anew each epoch stalled its first step (seconds, in a
+        # process holding a model, optimiser state and a dataset). The epoch reaches them through shared memory
+        # (CocoDetection.set_epoch).
+        persistent_workers=cfg.data.workers > 0,
     )
     if len(train_loader) == 0:
         raise ConfigError(
@@ -79,7 +83,7 @@ def build_training(
             ema=ema,
         ),
         train_loader=train_loader,
-        val_loader=eval_loader(val_set, workers=cfg.data.workers) if val_set is not None else None,
+        val_loader=eval_loader(val_set, workers=cfg.data.workers, persistent=True) if val_set is not None else None,
         val_gt=load_coco(val_set.ann_file) if val_set is not None and dist.is_main else None,  # scored on main
         labels=LabelMap(train_set.categories),
         settings=StepSettings(

@@ -91,3 +91,30 @@ def test_augmented_boxes_stay_valid_and_aligned(steps):
     first = apply_transform(transform, image, boxes.astype(np.float32), labels, 3)
     again = apply_transform(transform, image, boxes.astype(np.float32), labels, 3)
     assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+
+
+def test_workers_that_live_across_epochs_see_each_epoch(tmp_path):
+    """The training loader keeps its workers for the whole run (persistent_workers); set_epoch in the main
+    process must still reach them: every epoch's augmented batches equal those of loading in the main process."""
+    from detector.data.dataset import collate
+
+    (tmp_path / "img").mkdir()
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / "img" / f"{i}.png"), rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
+        images.append({"id": i + 1, "file_name": f"{i}.png", "width": 80, "height": 60})
+        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [10, 10, 40, 30], "iscrowd": 0})
+    ann = _write(tmp_path, images, annotations, [{"id": 1, "name": "a"}])
+    transform = build_transform((32, 32), ["photometric", "zoom_out", "ssd_crop", "hflip"])
+    batches = {}
+    for workers in (0, 1):
+        ds = CocoDetection(ann, tmp_path / "img", transform)
+        loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=workers, collate_fn=collate,
+                                             persistent_workers=workers > 0)  # fmt: skip
+        for epoch in range(3):
+            ds.set_epoch(epoch)
+            batches[workers, epoch] = next(iter(loader))[0]
+    for epoch in range(3):
+        assert torch.equal(batches[0, epoch], batches[1, epoch]), epoch
+    assert not torch.equal(batches[1, 0], batches[1, 1])  # the epochs do draw differently
