@@ -33,6 +33,7 @@ from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
 from benchmarks import report as paths
 from benchmarks.memory import resident_mb
+from benchmarks.opencv_dnn import OpenCvDnnRunner
 from benchmarks.report import Timing
 from detector import build, checkpoint
 from detector.build import LoadedModel
@@ -236,6 +237,7 @@ def run_benchmark(settings: Settings) -> tuple[list[Timing], str, dict[str, floa
             )
             runners = {paths.OURS_TV_WEIGHTS: tv_ours, paths.OURS_EAGER: ours}
             runners |= {path: runtimes.open_runner(rt, file, threads=n_threads) for path, (file, rt) in files.items()}
+            runners[paths.OPENCV_DNN] = OpenCvDnnRunner(files[paths.ORT_FP32][0], threads=n_threads)
             if settings.val_data and not ap:  # accuracy does not depend on threads: once
                 data = Path(settings.val_data)
                 ann, images = data / "annotations" / "instances_val2017.json", data / "val2017"

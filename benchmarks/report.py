@@ -38,10 +38,13 @@ OV_BF16 = "ours openvino bf16"
 OV_INT8 = "ours openvino int8 (NNCF)"
 ET_FP32 = "ours executorch xnnpack fp32"
 ET_INT8 = "ours executorch xnnpack int8"
+OPENCV_DNN = "opencv dnn fp32 (our ONNX file)"  # a peer: benchmarks/opencv_dnn.py
 RUNTIME_PATHS = (OURS_EAGER, ORT_FP32, ORT_FP32_NMS, ORT_INT8, OV_FP32, OV_BF16, OV_INT8, ET_FP32, ET_INT8)
-PATHS = (TV_E2E, TV_SPLIT, OURS_TV_WEIGHTS, *RUNTIME_PATHS)
+PATHS = (TV_E2E, TV_SPLIT, OURS_TV_WEIGHTS, *RUNTIME_PATHS, OPENCV_DNN)
 FASTEST = "fastest_e2e_over_ort_fp32_e2e"
 FASTEST_GOAL, MAX_AP_LOSS = 0.5, 1.0  # end-to-end time ratio; AP points (0-100) lost against ONNX Runtime fp32
+OVER_OPENCV = "fastest_e2e_over_opencv_dnn_e2e"
+OVER_OPENCV_GOAL = 0.15  # our fastest path end to end against OpenCV DNN's on the same model
 MEMORY = "rss_over_ort_fp32_mb"
 MEMORY_GOAL_MB = 100.0  # a runtime's resident set at most ONNX Runtime fp32's + 100 MB
 
@@ -103,6 +106,17 @@ def fastest_runtime(rows: list[Timing], ap: dict[str, float] | None = None) -> d
             "ap_loss": loss.get(best), "ap_losses": loss}  # fmt: skip
 
 
+def over_opencv(rows: list[Timing], fastest: dict | None) -> dict | None:
+    """The ``OVER_OPENCV`` target: ``fastest``'s path (the ``FASTEST`` target's) end to end over OpenCV DNN's on
+    the same ONNX file, at 1 thread, batch 1; None when either was not timed."""
+    at = {r.path: r.ms["e2e"] for r in rows if (r.threads, r.batch) == (TARGET_THREADS, TARGET_BATCH)}
+    if fastest is None or OPENCV_DNN not in at:
+        return None
+    value = at[fastest["backend"]] / at[OPENCV_DNN]
+    return {"value": round(value, 3), "goal": OVER_OPENCV_GOAL, "met": value <= OVER_OPENCV_GOAL,
+            "backend": fastest["backend"]}  # fmt: skip
+
+
 def _torchvision_e2e(rows: list[Timing], threads: int, batch: int) -> float:
     return next(r.ms["e2e"] for r in rows if (r.path, r.threads, r.batch) == (TV_E2E, threads, batch))
 
@@ -128,7 +142,7 @@ def timing_table(rows: list[Timing], name: str) -> str:
 
 def targets_text(found: dict[str, dict], targets: tuple[Target, ...] = TARGETS) -> str:
     """The targets block: value, goal with its direction, met or MISSED."""
-    direction = {t.name: t.direction for t in targets} | {FASTEST: "<=", MEMORY: "<="}
+    direction = {t.name: t.direction for t in targets} | {FASTEST: "<=", MEMORY: "<=", OVER_OPENCV: "<="}
     lines = [f"\ntargets ({TARGET_THREADS} thread, batch {TARGET_BATCH}):"]
     for key, t in found.items():
         line = f"  {key:30s} {t['value']:8.3f} (goal {direction[key]} {t['goal']}) {'met' if t['met'] else 'MISSED'}"
@@ -137,6 +151,8 @@ def targets_text(found: dict[str, dict], targets: tuple[Target, ...] = TARGETS) 
             line += f": {t['backend']}, AP loss against ORT fp32 {loss}"
         if key == MEMORY:
             line += f": the largest, {t['backend']}"
+        if key == OVER_OPENCV:
+            line += f": {t['backend']}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -181,8 +197,10 @@ def memory_target(resident: dict[str, dict[str, float]]) -> dict | None:
 
 
 def all_targets(rows: list[Timing], ap: dict[str, float] | None = None, resident: dict | None = None) -> dict:
-    """``evaluate_targets`` plus the ``FASTEST`` and (with ``resident``) ``MEMORY`` targets."""
+    """``evaluate_targets`` plus the ``FASTEST``, ``OVER_OPENCV`` and (with ``resident``) ``MEMORY`` targets."""
     found = evaluate_targets(rows)
     fastest = fastest_runtime(rows, ap)
+    opencv = over_opencv(rows, fastest)
     memory = memory_target(resident) if resident else None
-    return found | ({FASTEST: fastest} if fastest else {}) | ({MEMORY: memory} if memory else {})
+    found |= {FASTEST: fastest} if fastest else {}
+    return found | ({OVER_OPENCV: opencv} if opencv else {}) | ({MEMORY: memory} if memory else {})

@@ -19,6 +19,7 @@ PATHS = [
     "ours onnxruntime int8",
 ]
 OPENVINO_PATHS = ["ours openvino f32", "ours openvino bf16", "ours openvino int8 (NNCF)"]
+OPENCV_DNN = "opencv dnn fp32 (our ONNX file)"
 
 
 @pytest.mark.slow
@@ -41,7 +42,7 @@ def check_report(result, model: str) -> None:
     from detector.deploy import runtimes
 
     openvino = [p for p in OPENVINO_PATHS if runtimes.installed("openvino-bf16") or "bf16" not in p]
-    assert [r["path"] for r in rows] == PATHS + (openvino if runtimes.installed("openvino") else [])
+    assert [r["path"] for r in rows] == PATHS + (openvino if runtimes.installed("openvino") else []) + [OPENCV_DNN]
     for row in rows:
         assert (row["threads"], row["batch"]) == (1, 1) and row["repeats"] >= 3
         assert row["e2e_ms"] > 0 and row["ratio_to_torchvision_e2e"] > 0
@@ -58,10 +59,14 @@ def check_report(result, model: str) -> None:
         "int8_model_over_fp32_model",
         "int8_e2e_over_fp32_e2e",
         "fastest_e2e_over_ort_fp32_e2e",
+        "fastest_e2e_over_opencv_dnn_e2e",
     }
     assert all(isinstance(t["met"], bool) and t["value"] > 0 for t in report["targets"].values())
     fastest = report["targets"]["fastest_e2e_over_ort_fp32_e2e"]
     by_path = {r["path"]: r["e2e_ms"] for r in rows}
     assert by_path[fastest["backend"]] == min(by_path[p] for p in by_path if p.startswith("ours ") and "tv" not in p)
     assert fastest["ap_loss"] is None  # no --val-data
+    over_opencv = report["targets"]["fastest_e2e_over_opencv_dnn_e2e"]
+    assert over_opencv["backend"] == fastest["backend"]
+    assert over_opencv["value"] == pytest.approx(by_path[fastest["backend"]] / by_path[OPENCV_DNN], abs=1e-3)
     assert "threads 1, batch 1" in result.stderr and "targets (1 thread, batch 1)" in result.stderr
