@@ -250,12 +250,16 @@ class PostProcessor:
         """Per-class NMS of candidates ordered best first: boxes (M, 4), scores (M,), labels (M,) int64 ->
         indices of the survivors, best first.
 
-        Each class's boxes are offset so that classes never overlap, and float64 keeps the IoUs of the offset
-        boxes as exact as those of the plain boxes. NMS compares every kept box with every lower-scored
-        candidate, those of other classes included, so with many candidates they go in groups of whole
-        classes (about ``NMS_GROUP`` boxes each): a few more calls, far fewer useless comparisons.
+        Each class's boxes are offset so that classes never overlap: first all moved to non-negative
+        coordinates (unclipped boxes, ``clip_boxes="after_nms"``, reach below 0; IoUs do not change under a
+        translation), then class c by c times the span of all. float64 keeps the IoUs of the offset boxes as
+        exact as those of the plain boxes. NMS compares every kept box with every lower-scored candidate, those
+        of other classes included, so with many candidates they go in groups of whole classes (about
+        ``NMS_GROUP`` boxes each): a few more calls, far fewer useless comparisons.
         """
         shifted = boxes.to(torch.float64, copy=True)
+        if len(labels):
+            shifted -= shifted.min()
         span = float(shifted.max()) + 1 if len(labels) else 1.0
         shifted += labels.to(torch.float64).mul_(span)[:, None]
         scores = scores.to(torch.float64)

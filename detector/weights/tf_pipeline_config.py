@@ -241,6 +241,15 @@ def pipeline_config(top: dict[str, list], base: Config, source: str) -> Config:
     nms = post.sub("batch_non_max_suppression")
     nms.expect("use_class_agnostic_nms", False, bool, False, "ours is NMS per class")
     nms.expect("soft_nms_sigma", 0.0, float, 0.0, "ours is hard NMS")
+    nms.expect(
+        "use_combined_nms", False, bool, False, "ours is TF's multiclass NMS (combined NMS keeps zero-area boxes)"
+    )
+    # the background slot and the score function as our heads and post-processing have them
+    ssd.expect("add_background_class", True, bool, True, "ours have a background slot 0")
+    ssd.expect("explicit_background_class", False, bool, False, "ours add the background slot as TF does by default")
+    predictor = ssd.sub("box_predictor")
+    for kind in predictor.fields:
+        predictor.sub(kind).expect("apply_sigmoid_to_scores", False, bool, False, "ours apply the score converter")
     for name, default, kind, key in (("score_threshold", 0.0, float, "score_thresh"),
                                      ("iou_threshold", 0.6, float, "nms_thresh"),
                                      ("max_detections_per_class", 100, int, "topk_per_class"),

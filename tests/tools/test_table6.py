@@ -110,6 +110,9 @@ def test_tf_trained_weights_fill_a_cell_only_from_minival(tmp_path):
     result = tool_in_process("tools/table6.py", "--map", str(metrics))
     assert result.returncode == 2 and "TF-trained weights scored on val2017" in result.stderr
     assert "--split minival2014" in result.stderr and "Traceback" not in result.stderr
+    metrics.write_text(json.dumps({"AP": 0.226, "split": "minival2014 (partial)", "model": model}))
+    result = tool_in_process("tools/table6.py", "--map", str(metrics))
+    assert result.returncode == 2 and "part of COCO 2014 minival (--allow-partial)" in result.stderr
     metrics.write_text(json.dumps({"AP": 0.226, "split": "minival2014", "model": model}))
     result = tool_in_process("tools/table6.py", "--map", str(metrics))
     assert result.returncode == 0, result.stderr

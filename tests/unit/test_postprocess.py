@@ -194,3 +194,25 @@ def test_min_score_before_nms_equals_filtering_afterwards(limit, clip, score_fn)
                     got["labels"], everything["labels"][keep]
                 )
                 assert torch.equal(got["boxes"], everything["boxes"][keep])
+
+
+def test_unclipped_boxes_far_outside_never_suppress_another_class():
+    # A box of class 3 hanging far past the top-left corner must not meet a class-2 box near the bottom-right
+    # when the classes are offset for one NMS call (coordinates below 0 once broke that).
+    boxes = torch.tensor([[280.0, 280, 320, 320], [-45, -45, 5, 5], [0, 0, 1000, 1000]])
+    scores = torch.tensor([[0.0, 0.9, 0.0], [0.0, 0.0, 0.8], [0.1, 0.0, 0.0]])
+    post = PostProcessor(
+        "sigmoid", 0.01, 0.6, 100, 100, (320, 320), per_class_limit="after_nms", clip_boxes="after_nms"
+    )
+    assert post.select_boxes(boxes, scores)["scores"].tolist() == pytest.approx([0.9, 0.8, 0.1])
+    assert post.select_boxes(boxes, scores, 0.15)["scores"].tolist() == pytest.approx([0.9, 0.8])
+    for _ in range(20):  # and against TF's loop, boxes up to 350 pixels beyond the input
+        xy = torch.rand(200, 2, dtype=torch.float64) * 1020 - 350
+        wh = torch.rand(200, 2, dtype=torch.float64) * 120 + 4
+        boxes, scores = torch.cat([xy, xy + wh], 1), torch.rand(200, 5, dtype=torch.float64)
+        b, s, lab = tf_multiclass_nms(boxes, scores, 0.01, 0.5, 100, 300, (320, 320))
+        post = PostProcessor(
+            "sigmoid", 0.01, 0.5, 100, 300, (320, 320), per_class_limit="after_nms", clip_boxes="after_nms"
+        )
+        got = post.select_boxes(boxes, scores)
+        assert torch.equal(got["scores"], s) and torch.equal(got["labels"], lab) and torch.equal(got["boxes"], b)
