@@ -88,9 +88,7 @@ class NmsOutputs(nn.Module):
         det_scores = per_class[image, cls, box]
         det_boxes = boxes[image, box]
         if p.clip_boxes == "after_nms":
-            det_boxes = p.clip(det_boxes)
-            area = (det_boxes[:, 2] - det_boxes[:, 0]) * (det_boxes[:, 3] - det_boxes[:, 1])
-            nonzero = area > 0
+            det_boxes, nonzero = p.clip_and_prune(det_boxes)
             image, cls, det_scores, det_boxes = image[nonzero], cls[nonzero], det_scores[nonzero], det_boxes[nonzero]
         # image-major, best first: scores are in [0, 1], so image * 4 - score sorts by image, then by score
         order = torch.argsort(image.to(det_scores.dtype) * 4.0 - det_scores)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torchvision.ops import nms
+from torchvision.ops import box_area, nms
 
 from detector.ssd.box_coder import BoxCoder
 
@@ -113,6 +113,12 @@ class PostProcessor:
         h, w = self.input_size
         limits = boxes.new_tensor([[0, 0, 0, 0], [w, h, w, h]])
         return boxes.clamp(limits[0], limits[1])
+
+    def clip_and_prune(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """TF's ``_clip_window_prune_boxes``: (D, 4) xyxy input pixels -> (the boxes clipped to the input,
+        (D,) bool: those of non-zero area after clipping, i.e. not wholly outside)."""
+        clipped = self.clip(boxes)
+        return clipped, box_area(clipped) > 0
 
     def __call__(
         self,
@@ -208,8 +214,7 @@ class PostProcessor:
                 kept = kept[self._class_rank(cls[kept]) < self.topk_per_class]
             kept_boxes = boxes[kept]
             if self.clip_boxes == "after_nms":  # TF: clip the survivors, drop those of zero area
-                kept_boxes = self.clip(kept_boxes)
-                nonzero = (kept_boxes[:, 2] - kept_boxes[:, 0]) * (kept_boxes[:, 3] - kept_boxes[:, 1]) > 0
+                kept_boxes, nonzero = self.clip_and_prune(kept_boxes)
                 kept, kept_boxes = kept[nonzero], kept_boxes[nonzero]
             if kept.numel() >= self.max_detections or exhausted:
                 break

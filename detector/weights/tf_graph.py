@@ -86,11 +86,6 @@ def read_archive(path: Path) -> tuple[bytes, tuple[str, str] | None]:
         raise UserError(f"{name}: not a text file (UTF-8)") from None
 
 
-def graph_bytes(path: Path) -> bytes:
-    """The GraphDef bytes of a ``.pb`` file, or of the ``*/frozen_inference_graph.pb`` in a zoo archive."""
-    return read_archive(path)[0]
-
-
 def read_consts(path: str | Path, data: bytes | None = None) -> dict[str, np.ndarray]:
     """Every float Const of a frozen GraphDef (a ``.pb`` file or a zoo ``.tar.gz``, or its bytes ``data`` read
     from ``path`` already): node name -> array."""
@@ -101,7 +96,7 @@ def read_consts(path: str | Path, data: bytes | None = None) -> dict[str, np.nda
         raise UserError("reading TF graphs needs the TF protos that tensorboard ships: pip install '.[tf]'") from None
     graph = graph_pb2.GraphDef()
     try:
-        graph.ParseFromString(graph_bytes(Path(path)) if data is None else data)
+        graph.ParseFromString(read_archive(Path(path))[0] if data is None else data)
     except OSError as exc:
         raise UserError(f"{path}: cannot read: {exc.strerror}") from None
     except UserError:
