@@ -7,7 +7,7 @@ Runtime and OpenVINO, fp32, bf16 or int8, and ExecuTorch's XNNPACK.
 Runtimes (``RUNTIMES``): ``torch`` (eager forward, BatchNorm unfolded, as the paper's models are defined),
 ``onnxruntime`` / ``onnxruntime-int8`` (our ONNX file, int8 QDQ calibrated on synthetic frames),
 ``openvino`` / ``openvino-bf16`` (the fp32 ONNX file in OpenVINO) and ``openvino-int8`` (OpenVINO's own
-NNCF int8 IR; these three need ``pip install '.[openvino]'``), ``executorch`` / ``executorch-int8`` (a .pte on
+NNCF int8 IR, which needs ``pip install '.[openvino]'``), ``executorch`` / ``executorch-int8`` (a .pte on
 XNNPACK, fp32 or PT2E int8; ``pip install '.[executorch]'``).
 """
 

@@ -13,6 +13,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory):
+    """The runtime choices and exports of ``--runtime auto`` (the default on the CPU) in a folder of this test
+    session, not the user's cache: the tools started in new processes inherit it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DETECTOR_CACHE", str(tmp_path_factory.mktemp("detector_cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

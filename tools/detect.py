@@ -53,9 +53,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
     parser.add_argument("--half", action="store_true", help="float16 model (GPU only, checkpoints only)")
     parser.add_argument("--threads", type=int, help="CPU threads for the model (default: all cores)")
-    parser.add_argument("--runtime", choices=CHOICES, help="inference engine; auto measures the installed ones "
-                        "on this CPU once and keeps the fastest (default: torch for checkpoints, onnxruntime for "
-                        ".onnx, openvino for .xml, executorch for .pte)")  # fmt: skip
+    parser.add_argument("--runtime", choices=CHOICES, help="inference engine (default on the CPU: auto, the "
+                        "fastest of the installed ones for this file, measured once on this CPU and cached; off the "
+                        "CPU: torch for checkpoints, onnxruntime for .onnx)")  # fmt: skip
     parser.add_argument("--show", action="store_true", help="live window; q or Esc quits")
     parser.add_argument("--exif", action="store_true", help="turn still images by their EXIF orientation "
                         "(default: as stored, as datasets and training take them)")  # fmt: skip
@@ -86,9 +86,13 @@ def main() -> int:
     if not args.weights:
         args.weights = catalog.DEFAULT_DETECTOR
         log.info("no --weights: the default COCO model, %s", resolve.describe(args.weights))
-    detector = api.load(args.weights, runtime=args.runtime, device=args.device, conf=args.conf,
-                        classes=args.classes, threads=args.threads, half=args.half)  # fmt: skip
-    source = open_source(args.source or args.video, args.live_timeout, args.exif)
+    source = open_source(args.source or args.video, args.live_timeout, args.exif)  # a bad source fails first
+    try:
+        detector = api.load(args.weights, runtime=args.runtime, device=args.device, conf=args.conf,
+                            classes=args.classes, threads=args.threads, half=args.half)  # fmt: skip
+    except BaseException:
+        source.close()
+        raise
     run = run_detection(detector, source, args.output_dir, args.save_json, args.show)
     print("\n".join(run.lines))
     return run.exit_code

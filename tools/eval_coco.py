@@ -11,6 +11,8 @@ the split of the paper's Table 6 and the TF zoo's figures, whose models were tra
 including about 80 % of val2017 (--report-overlap counts it from your files). Use it for TF-trained weights;
 keep val2017 for models trained here.
 
+On the CPU the model runs on the fastest float32 runtime installed for it (PyTorch, or ONNX Runtime or OpenVINO on
+an ONNX export of the checkpoint: measured once, cached, and named in one log line); --runtime torch forces PyTorch.
 Prints the 12 standard COCO numbers and a per-class AP table; writes DIR/metrics.json, DIR/detections.json
 (COCO results format, usable for a test-dev submission) and DIR/pr_curve.png.
 """
@@ -23,10 +25,11 @@ from pathlib import Path
 from detector import build, cli
 from detector.config import DataConfig
 from detector.data.minival import SPLITS, minival_dataset_files, val2017_overlap
+from detector.deploy import runtime_choice, runtimes
 from detector.errors import UserError
 from detector.evaluation.report import summary_lines
 from detector.evaluation.run import evaluate_detections_file, evaluate_model, write_results
-from detector.inference.device import resolve_device
+from detector.inference.runner import Runner
 from detector.weights import catalog
 from detector.weights.resolve import load_model
 
@@ -36,6 +39,16 @@ def overlap_line(counts: dict[str, int]) -> str:
     return (f"val2017: {counts['val2017']:,} images; {counts['in_minival']:,} in TF's minival, "
             f"{counts['in_tf_training']:,} ({share:.1%}) in the TF zoo models' training data (COCO 2014 train + val "
             f"minus minival): a val2017 figure of TF-trained weights is biased upward")  # fmt: skip
+
+
+def open_runner(args: argparse.Namespace) -> Runner:
+    """The checkpoint on the runtime of --runtime; the fastest float32 one on the CPU unless told (bf16 would
+    move the metrics)."""
+    if (args.runtime or ("auto" if args.device == "cpu" else "torch")) == "torch":
+        return runtimes.open_runner("torch", args.weights, args.device)
+    if args.device != "cpu":
+        raise UserError("--runtime auto measures the CPU runtimes; with --device other than cpu, use --runtime torch")
+    return runtimes.open_runner(*runtime_choice.choose(args.weights, fp32_only=True))
 
 
 def main() -> int:
@@ -56,6 +69,9 @@ def main() -> int:
         "--output-dir", metavar="DIR", default="runs/eval", help="where metrics.json, detections.json, pr_curve.png go"
     )
     p.add_argument("--device", default="cpu")
+    p.add_argument("--runtime", choices=("auto", "torch"), help="auto (default on the CPU): the fastest runtime "
+                   "computing in float32 (PyTorch, or ONNX Runtime / OpenVINO f32 on an ONNX export of the "
+                   "checkpoint), measured once on this CPU and cached; torch: PyTorch")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
@@ -73,7 +89,6 @@ def main() -> int:
             raise UserError("--detections needs --gt ANN.json")
         result = evaluate_detections_file(args.detections, args.gt)
     elif args.weights:
-        device = resolve_device(args.device)
         loaded = load_model(args.weights)
         data = DataConfig(data_root=args.data_root or "", val_json=args.val_json or "", val_images=args.val_images
                           or "", exif_orientation=loaded.config.data.exif_orientation)  # as trained  # fmt: skip
@@ -87,12 +102,13 @@ def main() -> int:
             split += " (partial)" if found.missing else ""
         dataset = build.build_eval_dataset(loaded.config, data)
         print(f"evaluating {split}: {len(dataset):,} images")
-        result = evaluate_model(loaded, dataset, device, args.batch_size, args.workers)
+        runner = open_runner(args)
+        result = evaluate_model(runner, dataset, args.batch_size, args.workers)
         result.split = split
         m = loaded.config.model  # what tools/table6.py --map reads to place the result in its row
         result.model = {"backbone": m.backbone, "width": m.width, "reduced_tail": m.reduced_tail, "layout": m.layout,
                         "padding": m.padding, "resize": loaded.config.data.resize,
-                        "weights": loaded.source}  # fmt: skip
+                        "weights": loaded.source, "runtime": runner.runtime}  # fmt: skip
     else:
         raise UserError("give --weights CKPT with a dataset, or --detections FILE --gt ANN.json")
     write_results(result, args.output_dir)

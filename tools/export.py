@@ -11,7 +11,7 @@ detections) fails the export: exit status 2, no file written. --int8 quantises s
 per-channel int8 weights, uint8 activations; OpenVINO: NNCF; ExecuTorch: PT2E) with ranges calibrated on images
 of DIR, and prints the drift of int8's raw outputs from fp32; with --val-json/--val-images it prints COCO AP and
 AP50 of fp32 and int8 on that labelled set (OpenVINO without --int8: fp32 and bf16, on CPUs with it), and fails
-when one loses more than --max-ap-loss AP points. --format openvino writes FILE.xml + FILE.bin ('.[openvino]'),
+when one loses more than --max-ap-loss AP points. --format openvino writes FILE.xml + FILE.bin (int8: '.[openvino]'),
 --format executorch FILE.pte (XNNPACK delegate, '.[executorch]', batch 1), --format torchscript a traced
 FILE.torchscript.pt (any batch). Every file carries input size, score function, post-processing settings and
 categories: tools/detect.py --weights FILE.onnx (.xml, .pte) needs nothing else (detector/deploy/pipeline.py).

@@ -38,8 +38,9 @@ def load(weights: str | Path = catalog.DEFAULT_DETECTOR, *, runtime: str | None 
     ``.pte``).
 
     ``runtime``: one of ``detector.deploy.runtimes.RUNTIMES``, or ``"auto"`` (the fastest installed one for
-    this file on this CPU, measured once and cached); None: torch for checkpoints and names, onnxruntime for
-    .onnx, openvino for .xml, executorch for .pte. ``device``: cpu, cuda, cuda:N or mps. ``conf``: the lowest
+    this file on this CPU, measured once and cached; a checkpoint competes through an ONNX export of it). None:
+    ``auto`` on the CPU; elsewhere torch for checkpoints and names, onnxruntime for .onnx (``runtimes.
+    default_runtime``). ``device``: cpu, cuda, cuda:N or mps. ``conf``: the lowest
     score kept; ``classes``: the class names kept (None: all). ``threads``: CPU threads of PyTorch and of the
     runtime (None: all cores). ``half``: float16, checkpoints on a GPU only.
     """
@@ -49,12 +50,12 @@ def load(weights: str | Path = catalog.DEFAULT_DETECTOR, *, runtime: str | None 
         raise UserError(f"threads {threads}: expected at least 1")
     if threads:
         torch.set_num_threads(threads)
+    if runtime is None:
+        runtime = "auto" if device == "cpu" and not half else runtimes.default_runtime(weights)
     if runtime == "auto":
         if device != "cpu":
             raise UserError("--runtime auto measures the CPU runtimes; with --device other than cpu, name one")
         runtime, weights = runtime_choice.choose(weights, threads)
-    elif runtime is None:
-        runtime = runtimes.default_runtime(weights)
     elif runtime not in runtimes.RUNTIMES:
         raise UserError(f"runtime {runtime!r}: expected one of {', '.join(runtimes.CHOICES)}")
     return Detector(runtimes.open_runner(runtime, weights, device, half, threads), conf, classes)

@@ -81,15 +81,16 @@ class ExportedRunner(Runner):
         super().__init__(json.loads(props["detector.categories"]), (h, w), max_batch, resize)
         self.post = PostProcessor(props["detector.score_fn"], **settings, input_size=self.input_size)
 
-    def decode(self, outputs: list[np.ndarray], frames: list[np.ndarray], min_score: float = 0.0) -> list[Detections]:
+    def decode(self, outputs: list[np.ndarray], sizes: list[tuple[int, int]],
+               min_score: float = 0.0) -> list[Detections]:  # fmt: skip
         if self.outputs == "nms":  # the graph ran NMS at the export's threshold: min_score filters its output
             image, boxes, scores, labels = (torch.from_numpy(np.asarray(o)) for o in outputs)
-            mine = [(image == i) & (scores >= min_score) for i in range(len(frames))]
+            mine = [(image == i) & (scores >= min_score) for i in range(len(sizes))]
             dets = [{"boxes": boxes[m], "scores": scores[m], "labels": labels[m]} for m in mine]
         else:
             boxes, scores = torch.from_numpy(outputs[0]), torch.from_numpy(outputs[1])
-            dets = [self.post.select_boxes(boxes[i], scores[i], min_score) for i in range(len(frames))]
+            dets = [self.post.select_boxes(boxes[i], scores[i], min_score) for i in range(len(sizes))]
         return [
-            self.labels.detections(self.post.to_image(d["boxes"], f.shape[:2]), d["scores"], d["labels"], f.shape[:2])
-            for d, f in zip(dets, frames)
+            self.labels.detections(self.post.to_image(d["boxes"], size), d["scores"], d["labels"], size)
+            for d, size in zip(dets, sizes)
         ]

@@ -1,5 +1,5 @@
 """ONNX files of ours: the writer (raw graph, NMS graph, int8 from ``detector.deploy.onnx_int8``) and the
-runner in ONNX Runtime. Both need ``pip install '.[export]'`` (onnx, onnxruntime), imported on first use.
+runner in ONNX Runtime. Both (onnx, onnxruntime: default install) are imported on first use.
 
 The metadata (``detector.deploy.exported.metadata``) is the file's ``metadata_props``, so the file alone
 suffices; OpenVINO reads the same files (``detector.deploy.openvino_format``).
@@ -27,22 +27,22 @@ OPSET = 17
 
 
 def onnx_module():
-    """The ``onnx`` package (``pip install '.[export]'``)."""
+    """The ``onnx`` package (default install)."""
     try:
         import onnx
         import onnx.compose
         import onnx.version_converter
     except ImportError:
-        raise UserError("ONNX export needs onnx: pip install '.[export]'") from None
+        raise UserError("ONNX export needs onnx: pip install onnx") from None
     return onnx
 
 
 def onnxruntime_module():
-    """The ``onnxruntime`` package (``pip install '.[export]'``)."""
+    """The ``onnxruntime`` package (default install)."""
     try:
         import onnxruntime
     except ImportError:
-        raise UserError("the onnxruntime runtime needs ONNX Runtime: pip install '.[export]'") from None
+        raise UserError("the onnxruntime runtime needs ONNX Runtime: pip install onnxruntime") from None
     return onnxruntime
 
 

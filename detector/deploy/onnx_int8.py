@@ -4,7 +4,7 @@ Activation ranges are calibrated (min/max) on real images run through the model'
 (``detector.deploy.calibration``). Weights are int8 per output channel, activations uint8 (the fast u8 x s8
 path of x86 VNNI and ARM dot products). ``quant_pre_process`` (shape inference and graph optimisation) runs
 first, as ONNX Runtime recommends; afterwards the hard sigmoids become int8 additions
-(``detector.deploy.qdq_hard_sigmoid``). Needs ``pip install '.[export]'``, imported on first use.
+(``detector.deploy.qdq_hard_sigmoid``). onnx and onnxruntime (default install) are imported on first use.
 """
 
 from __future__ import annotations

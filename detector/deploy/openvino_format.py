@@ -1,5 +1,5 @@
-"""OpenVINO (``pip install '.[openvino]'``, imported on first use): the runner of our ONNX files and IRs, fp32,
-bf16 or OpenVINO's own int8, and the IR writer.
+"""OpenVINO (default install, imported on first use; NNCF for int8 IRs: ``pip install '.[openvino]'``): the
+runner of our ONNX files and IRs, fp32, bf16 or OpenVINO's own int8, and the IR writer.
 
 OpenVINO reads our ONNX files directly (fp32 or QDQ int8) and its own IR (``.xml`` + ``.bin``: fp32, or int8
 from NNCF's post-training quantisation). Our metadata travels in the model's ``rt_info["framework"]``:
@@ -32,18 +32,27 @@ PRECISIONS = ("f32", "bf16")
 
 
 def openvino_module():
-    """The ``openvino`` package (``pip install '.[openvino]'``)."""
+    """The ``openvino`` package (default install)."""
     try:
         import openvino
     except ImportError:
-        raise UserError("the openvino runtime needs OpenVINO: pip install '.[openvino]'") from None
+        raise UserError("the openvino runtime needs OpenVINO: pip install openvino") from None
     return openvino
+
+
+@functools.cache
+def openvino_core():
+    """The process's one ``openvino.Core``, kept until exit. Each Core's CPU plugin installs an alternate signal
+    stack on the calling thread and, when destroyed, unmaps it and puts back the one it found: Cores destroyed
+    out of creation order leave the thread on an unmapped stack, and the next signal (a child's exit, with
+    Python's SA_ONSTACK handlers) crashes the process. One Core that lives on never does."""
+    return openvino_module().Core()
 
 
 @functools.cache
 def bf16_supported() -> bool:
     """Whether OpenVINO has bf16 kernels on this CPU (its OPTIMIZATION_CAPABILITIES lists BF16)."""
-    return "BF16" in openvino_module().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def read_props(model, path: Path) -> dict[str, str]:
@@ -58,7 +67,7 @@ def write_ir(source: Path, out_xml: Path, calibration: list[np.ndarray] | None =
     """An OpenVINO IR (``out_xml`` + ``.bin``, fp32 weights) of a raw graph of ours (an ONNX file or an IR),
     with its metadata; with ``calibration`` ((1, 3, H, W) float32 batches) quantised to int8 by NNCF."""
     ov = openvino_module()
-    model = ov.Core().read_model(str(source))
+    model = openvino_core().read_model(str(source))
     props = read_props(model, source)
     if calibration:
         try:
@@ -81,7 +90,6 @@ class OpenVinoRunner(ExportedRunner):
     """An ONNX file of ours or an OpenVINO IR of ours on the CPU (see ``Runner`` for the call)."""
 
     def __init__(self, path: str | Path, precision: str = "f32", threads: int | None = None) -> None:
-        ov = openvino_module()
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: no such file")
@@ -89,7 +97,7 @@ class OpenVinoRunner(ExportedRunner):
             raise ValueError(f"precision {precision!r}: expected one of {PRECISIONS}")
         if precision == "bf16" and not bf16_supported():
             raise UserError("--runtime openvino-bf16: this CPU has no bf16 kernels in OpenVINO (use openvino)")
-        core = ov.Core()
+        core = openvino_core()
         try:
             model = core.read_model(str(path))
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own RuntimeError subclasses

@@ -37,7 +37,7 @@ def _attribute(node: onnx.NodeProto, name: str, default: float) -> float:
 def rewrite_hard_sigmoids(model: onnx.ModelProto) -> int:
     """Rewrite, in place, every hard sigmoid (alpha 1/6, beta 1/2) of ``model`` that sits between a per-tensor
     uint8 ``DequantizeLinear`` and ``QuantizeLinear`` nodes only; returns how many were rewritten."""
-    from onnx import helper, numpy_helper  # pip install '.[export]', as every ONNX export
+    from onnx import helper, numpy_helper  # default install, imported on first use as every ONNX export
     from onnxruntime.quantization.onnx_model import ONNXModel
 
     graph, wrapped = model.graph, ONNXModel(model)

@@ -1,4 +1,5 @@
-"""``--runtime auto``: the fastest installed runtime for this model file on this CPU, by a short measurement.
+"""``--runtime auto``, the default on the CPU: the fastest installed runtime for this model file on this CPU, by a
+short measurement.
 
 The candidates are the installed runtimes that run the file (``runtimes.runtimes_for``). A checkpoint (or a
 catalog name) is also exported once to a raw fp32 ONNX file in the cache, checked against PyTorch as
@@ -8,7 +9,12 @@ catalog name) is also exported once to a raw fp32 ONNX file in the cache, checke
 The choice is cached in ``$DETECTOR_CACHE`` (default ``$XDG_CACHE_HOME/detector``, or ``~/.cache/detector``),
 ``runtime_choice.json``, keyed by the model file's SHA-256, the CPU (model name, flags, cores) and the thread
 count: a changed file, another machine or other threads measure again; a cached runtime no longer installed
-is measured again too.
+is measured again too. The first run of a file costs its export (checkpoints only) and the measurement: 7 s in all
+for the demo's checkpoint on a 2-core EPYC, imports included; later runs read the cache.
+
+``fp32_only`` (evaluation) leaves out the runtimes that compute in lower precision (``openvino-bf16``), so that a
+metric is the model's own. Where a runtime of the default install is missing (a platform without its wheels, an
+install with ``--no-deps``), one log line names it and how to install it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from pathlib import Path
 
 from detector.data.synthetic import synthetic_frames
 from detector.deploy.pipeline import ExportOptions, export
-from detector.deploy.runtimes import file_kind, installed, open_runner, runtimes_for
+from detector.deploy.runtimes import RUNTIMES, file_kind, installed, installed_module, open_runner, runtimes_for
 from detector.errors import UserError
 from detector.inference.runner import Runner
 from detector.inference.timing import cpu_name, cpuinfo_field, interleaved
@@ -63,7 +69,7 @@ def exported_onnx(weights: str | Path, digest: str) -> Path | None:
         return None
     path = cache_dir() / "exports" / f"{digest[:16]}.onnx"
     if not path.is_file():
-        log.info("--runtime auto: exporting %s to ONNX once (%s)", weights, path)
+        log.debug("runtime: exporting %s to ONNX once, to measure the runtimes of ONNX files on it (%s)", weights, path)
         export(load_model(weights), path, ExportOptions(format="onnx", source=str(weights)), say=log.debug)
     return path
 
@@ -82,30 +88,52 @@ def _measure(candidates: dict[str, Runner]) -> dict[str, float]:
     return {name: ms["e2e"] for name, ms in medians.items()}
 
 
-def choose(weights: str | Path, threads: int | None = None) -> tuple[str, Path | str]:
-    """(runtime name, what to open with it) for ``weights`` on this CPU with ``threads``; logs the choice."""
+def _missing_hint(weights: str | Path) -> None:
+    """One log line naming the runtimes of the default install that could run ``weights`` but are missing."""
+    runs_onnx = file_kind(weights) in ("", ".onnx")  # a checkpoint competes through its ONNX export
+    missing = [RUNTIMES[n].install for n in ("onnxruntime", "openvino") if runs_onnx and not installed_module(n)]
+    if missing and file_kind(weights) == "" and importlib.util.find_spec("onnx") is None:
+        missing.insert(0, "onnx")
+    if missing:
+        log.info("runtime: %s not installed (part of the default install; often faster than PyTorch on the CPU): "
+                 "pip install %s", ", ".join(missing), " ".join(missing))  # fmt: skip
+
+
+def choose(weights: str | Path, threads: int | None = None, fp32_only: bool = False) -> tuple[str, Path | str]:
+    """(runtime name, what to open with it) for ``weights`` on this CPU with ``threads``; logs the choice in
+    one line. ``fp32_only``: among the runtimes computing in float32 only (see the module docstring)."""
+    start = time.perf_counter()
     path = model_file(weights)
     digest = hub.sha256_of(path)
-    key = f"{digest} | {cpu_signature()} | threads {threads or os.cpu_count()}"
+    key = f"{digest} | {cpu_signature()} | threads {threads or os.cpu_count()}" + (" | fp32" if fp32_only else "")
     store = cache_dir() / "runtime_choice.json"
     try:
         cache = json.loads(store.read_text())
     except (OSError, ValueError):
         cache = {}
     hit = cache.get(key)
+    _missing_hint(weights)
     if hit and installed(hit["runtime"]) and (hit["file"] == str(weights) or Path(hit["file"]).is_file()):
-        log.info("--runtime auto: %s (measured before on this CPU: %.1f ms per frame)", hit["runtime"], hit["ms"])
+        log.info("runtime: %s, the fastest on this CPU (%.1f ms per 640x480 frame, measured %s; --runtime NAME "
+                 "forces one)", hit["runtime"], hit["ms"], hit["measured"][:10])  # fmt: skip
         return hit["runtime"], hit["file"]
-    options: dict[str, Path | str] = {name: weights for name in runtimes_for(weights) if installed(name)}
+    usable = [n for n in RUNTIMES if installed(n) and not (fp32_only and n == "openvino-bf16")]
+    options: dict[str, Path | str] = {name: weights for name in runtimes_for(weights) if name in usable}
     if not file_kind(weights):
         onnx_file = exported_onnx(weights, digest)
         if onnx_file is not None:
-            options.update({name: onnx_file for name in runtimes_for(onnx_file) if installed(name)})
+            options.update({name: onnx_file for name in runtimes_for(onnx_file) if name in usable})
+    if len(options) == 1:  # nothing to compare with: no measurement, nothing cached
+        name = next(iter(options))
+        log.info("runtime: %s, the only one installed for %s", name, weights)
+        return name, options[name]
     candidates = {name: open_runner(name, target, threads=threads) for name, target in options.items()}
     medians = _measure(candidates)
     best = min(medians, key=medians.get)
     table = ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(medians.items(), key=lambda kv: kv[1]))
-    log.info("--runtime auto: %s is the fastest here (ms per 640x480 frame: %s)", best, table)
+    first = "exported to ONNX and measured" if not file_kind(weights) else "measured"
+    log.info("runtime: %s, the fastest on this CPU (ms per 640x480 frame: %s; first run: %s in %.1f s, cached; "
+             "--runtime NAME forces one)", best, table, first, time.perf_counter() - start)  # fmt: skip
     cache[key] = {"runtime": best, "file": str(options[best]), "ms": medians[best], "all_ms": medians,
                   "measured": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
     try:
@@ -114,5 +142,5 @@ def choose(weights: str | Path, threads: int | None = None) -> tuple[str, Path |
         tmp.write_text(json.dumps(cache, indent=1))
         tmp.replace(store)  # atomic: a concurrent reader sees the old file or the new one
     except OSError as exc:
-        log.warning("--runtime auto: cannot cache the choice in %s (%s); it will be measured again", store, exc)
+        log.warning("runtime: cannot cache the choice in %s (%s); it will be measured again", store, exc)
     return best, options[best]

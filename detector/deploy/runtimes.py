@@ -1,15 +1,16 @@
-"""The inference runtimes: the files each runs, the extra that installs it, and opening a runner with one.
+"""The inference runtimes: the files each runs, the package that installs it, and opening a runner with one.
 
 Every runtime gives the same runner (``detector.inference.runner.Runner``: frames in, ``Detections`` out), so
 the tools, the Python API and the benchmarks treat them alike:
 
     torch           checkpoints (.pt) and catalog names, PyTorch eager, BatchNorm folded (CPU, CUDA, MPS)
-    onnxruntime     our .onnx files (fp32, int8), ONNX Runtime ('.[export]')
-    openvino        our .onnx files and OpenVINO IRs (.xml, fp32 or NNCF int8), fp32 arithmetic ('.[openvino]')
+    onnxruntime     our .onnx files (fp32, int8), ONNX Runtime (in the default install)
+    openvino        our .onnx files and OpenVINO IRs (.xml, fp32 or NNCF int8), fp32 arithmetic (default install)
     openvino-bf16   the same in bf16 arithmetic, on CPUs with AVX-512 BF16 or AMX
     executorch      our .pte files (fp32, int8), ExecuTorch with the XNNPACK delegate ('.[executorch]')
 
-``auto`` (``detector.deploy.runtime_choice``) measures the installed ones and keeps the fastest.
+``auto`` (``detector.deploy.runtime_choice``), the default on the CPU, measures the installed ones and keeps the
+fastest.
 """
 
 from __future__ import annotations
@@ -32,18 +33,18 @@ from detector.weights.resolve import load_model
 class Runtime:
     name: str
     module: str  # the import whose presence means installed
-    extra: str  # pip install '.[extra]'
+    install: str  # what to pip install for it
     suffixes: tuple[str, ...]  # the files it runs ("" = checkpoints and catalog names)
 
 
 RUNTIMES = {
     r.name: r
     for r in (
-        Runtime("torch", "torch", "", ("",)),
-        Runtime("onnxruntime", "onnxruntime", "export", (".onnx",)),
+        Runtime("torch", "torch", "torch", ("",)),
+        Runtime("onnxruntime", "onnxruntime", "onnxruntime", (".onnx",)),
         Runtime("openvino", "openvino", "openvino", (".onnx", ".xml")),
         Runtime("openvino-bf16", "openvino", "openvino", (".onnx", ".xml")),
-        Runtime("executorch", "executorch", "executorch", (".pte",)),
+        Runtime("executorch", "executorch", "'.[executorch]'", (".pte",)),
     )
 }
 CHOICES = ("auto", *RUNTIMES)
@@ -62,15 +63,19 @@ def runtimes_for(weights: str | Path) -> list[str]:
 
 
 def default_runtime(weights: str | Path) -> str:
-    """The runtime a file opens in without --runtime: the first of the table that runs it (torch for
-    checkpoints, onnxruntime for .onnx, openvino for .xml, executorch for .pte)."""
+    """The runtime a file opens in off the CPU (where ``auto`` does not measure): the first of the table that runs
+    it (torch for checkpoints, onnxruntime for .onnx, openvino for .xml, executorch for .pte)."""
     return runtimes_for(weights)[0]
 
 
+def installed_module(name: str) -> bool:
+    """Whether the package of runtime ``name`` is installed."""
+    return importlib.util.find_spec(RUNTIMES[name].module) is not None
+
+
 def installed(name: str) -> bool:
-    if importlib.util.find_spec(RUNTIMES[name].module) is None:
-        return False
-    return name != "openvino-bf16" or bf16_supported()
+    """Whether runtime ``name`` runs here: its package installed (and for bf16, a CPU with bf16 kernels)."""
+    return installed_module(name) and (name != "openvino-bf16" or bf16_supported())
 
 
 def open_runner(name: str, weights: str | Path, device: str = "cpu", half: bool = False,
@@ -82,9 +87,9 @@ def open_runner(name: str, weights: str | Path, device: str = "cpu", half: bool 
         fits = ", ".join(runtimes_for(weights))
         raise UserError(f"--runtime {name} does not run {weights}; runtimes for it: {fits}")
     if not installed(name):
-        if importlib.util.find_spec(runtime.module) is not None:  # openvino-bf16 on a CPU without bf16
+        if installed_module(name):  # openvino-bf16 on a CPU without bf16
             raise UserError(f"--runtime {name}: this CPU has no bf16 kernels in OpenVINO; use --runtime openvino")
-        raise UserError(f"--runtime {name} is not installed: pip install '.[{runtime.extra}]'")
+        raise UserError(f"--runtime {name} is not installed: pip install {runtime.install}")
     if half and name != "torch":
         raise UserError("--half applies to checkpoints; an exported file runs in the precision it was exported in")
     if name != "torch" and device != "cpu" and not (name == "onnxruntime" and device.startswith("cuda")):

@@ -17,15 +17,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from detector.build import LoadedModel
 from detector.data.dataset import CocoDetection, eval_loader
 from detector.errors import UserError
 from detector.evaluation.coco_eval import evaluate, load_coco
 from detector.evaluation.predict import predict_coco
 from detector.evaluation.report import plot_precision_recall
-from detector.ssd.detections import LabelMap
+from detector.inference.runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -44,25 +41,23 @@ class EvalResult:
 
 
 def evaluate_model(
-    loaded: LoadedModel,
+    runner: Runner,
     dataset: CocoDetection,
-    device: torch.device,
     batch_size: int = 16,
     workers: int = 2,
     progress: bool = True,
 ) -> EvalResult:
-    """Run ``loaded``'s model and post-processing over ``dataset`` (a plain-resize ``CocoDetection``) and score
-    it against the ground truth of the dataset's annotation file."""
-    ours = {c["id"]: c["name"].lower() for c in loaded.categories}
+    """Run ``runner`` (a checkpoint's model on any runtime, at the model's own score threshold) over ``dataset``
+    (a plain-resize ``CocoDetection`` at the runner's input size, by the same resize) and score it against the
+    ground truth of the dataset's annotation file."""
+    ours = {c["id"]: c["name"].lower() for c in runner.categories}
     # a model may have more slots than the dataset has categories (COCO's 90 ids for its 80 categories)
     differ = [c for c in dataset.categories if ours.get(c["id"]) != c["name"].lower()]
     if differ:
         c = differ[0]
         log.warning("the dataset's categories differ from the checkpoint's (id %s is %r in the dataset, %r in the "
                     "checkpoint); results use the checkpoint's ids", c["id"], c["name"], ours.get(c["id"]))  # fmt: skip
-    loader = eval_loader(dataset, batch_size, workers)
-    labels = LabelMap(loaded.categories)
-    detections = predict_coco(loaded.model.to(device), loaded.post, loader, labels, device, progress)
+    detections = predict_coco(runner, eval_loader(dataset, batch_size, workers), progress)
     return EvalResult(detections, evaluate(load_coco(dataset.ann_file), detections))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from detector.data.image_io import preprocess
+from detector.data.image_io import resize_rgb, to_model_input
 from detector.errors import UserError
 from detector.inference.device import resolve_device
 from detector.inference.timing import StageTimes
@@ -27,7 +27,8 @@ class Runner:
     """``runner(frames)`` -> one ``Detections`` per (H, W, 3) uint8 RGB frame (boxes in that frame's pixels),
     every detection the model's post-processing keeps (no class filter: see ``detector.app.api``), or with
     ``runner(frames, min_score)`` those scored at least ``min_score``, selected before NMS (the same
-    detections as filtering afterwards, ``PostProcessor.__call__``).
+    detections as filtering afterwards, ``PostProcessor.__call__``). ``detect_resized`` takes a batch already
+    resized (a dataset's, in evaluation) and the original sizes instead.
 
     ``runtime`` names the engine, ``names`` / ``categories`` the classes in label order, ``input_size`` the
     (H, W) the frames are resized to and ``resize`` how (``detector.data.image_io.resize_rgb``: the model's
@@ -47,30 +48,52 @@ class Runner:
         self.times = StageTimes()
 
     def prepare(self, frames: list[np.ndarray]):
-        """Frames -> the engine's input: (N, 3, H, W) float32 RGB in [0, 1] at ``input_size``."""
-        return preprocess(frames, self.input_size, self.resize).numpy()
+        """Frames of any sizes -> the engine's input: the frames resized to ``input_size``, then ``from_resized``."""
+        return self.from_resized(torch.from_numpy(np.stack([resize_rgb(f, self.input_size, self.resize)
+                                                            for f in frames])))  # fmt: skip
+
+    def from_resized(self, images: torch.Tensor):
+        """(N, H, W, 3) RGB at ``input_size``, uint8 (or float32 in [0, 255]) -> the engine's input: by default
+        (N, 3, H, W) float32 RGB in [0, 1], a numpy array."""
+        return to_model_input(images).numpy()
 
     def infer(self, batch):
         """The engine on one prepared batch -> its raw outputs."""
         raise NotImplementedError
 
-    def decode(self, outputs, frames: list[np.ndarray], min_score: float = 0.0) -> list[Detections]:
-        """Raw outputs of a batch -> ``Detections`` per frame, in the frames' pixels, scored at least
-        ``min_score``."""
+    def decode(self, outputs, sizes: list[tuple[int, int]], min_score: float = 0.0) -> list[Detections]:
+        """Raw outputs of a batch -> ``Detections`` per image, in the pixels of an image of its (H, W) in
+        ``sizes``, scored at least ``min_score``."""
         raise NotImplementedError
+
+    def _chunks(self, n: int) -> range:
+        return range(0, n, self.max_batch or max(n, 1))
+
+    def _detect(self, t0: float, batch, sizes: list[tuple[int, int]], min_score: float) -> list[Detections]:
+        t1 = time.perf_counter()
+        outputs = self.infer(batch)
+        t2 = time.perf_counter()
+        dets = self.decode(outputs, sizes, min_score)
+        self.times.record(t0, t1, t2, time.perf_counter(), len(sizes))
+        return dets
 
     def __call__(self, frames: list[np.ndarray], min_score: float = 0.0) -> list[Detections]:
         results: list[Detections] = []
-        step = self.max_batch or max(len(frames), 1)
-        for start in range(0, len(frames), step):
-            chunk = frames[start : start + step]
+        for start in self._chunks(len(frames)):
+            chunk = frames[start : start + (self.max_batch or len(frames))]
             t0 = time.perf_counter()
-            batch = self.prepare(chunk)
-            t1 = time.perf_counter()
-            outputs = self.infer(batch)
-            t2 = time.perf_counter()
-            results += self.decode(outputs, chunk, min_score)
-            self.times.record(t0, t1, t2, time.perf_counter(), len(chunk))
+            results += self._detect(t0, self.prepare(chunk), [f.shape[:2] for f in chunk], min_score)
+        return results
+
+    def detect_resized(self, images: torch.Tensor, sizes: list[tuple[int, int]],
+                       min_score: float = 0.0) -> list[Detections]:  # fmt: skip
+        """(N, H, W, 3) images already resized to ``input_size`` (``from_resized``) and the (H, W) of each
+        original -> ``Detections`` per image in the original's pixels."""
+        results: list[Detections] = []
+        for start in self._chunks(len(sizes)):
+            end = start + (self.max_batch or len(sizes))
+            t0 = time.perf_counter()
+            results += self._detect(t0, self.from_resized(images[start:end]), list(sizes[start:end]), min_score)
         return results
 
 
@@ -94,8 +117,8 @@ class TorchRunner(Runner):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def prepare(self, frames: list[np.ndarray]) -> torch.Tensor:
-        batch = preprocess(frames, self.input_size, self.resize).to(self.device, self.dtype, non_blocking=True)
+    def from_resized(self, images: torch.Tensor) -> torch.Tensor:
+        batch = to_model_input(images, self.device).to(self.dtype)
         self._sync()
         return batch
 
@@ -107,8 +130,7 @@ class TorchRunner(Runner):
         return boxes.float(), logits.float()
 
     @torch.inference_mode()
-    def decode(self, outputs: tuple[torch.Tensor, torch.Tensor], frames: list[np.ndarray],
+    def decode(self, outputs: tuple[torch.Tensor, torch.Tensor], sizes: list[tuple[int, int]],
                min_score: float = 0.0) -> list[Detections]:  # fmt: skip
-        sizes = [f.shape[:2] for f in frames]
         dets = self.post(*outputs, sizes, min_score)
         return [self.labels.detections(d["boxes"], d["scores"], d["labels"], size) for d, size in zip(dets, sizes)]

@@ -24,6 +24,7 @@ from detector.data.image_io import to_model_input
 from detector.errors import UserError
 from detector.evaluation.coco_eval import evaluate as coco_evaluate
 from detector.evaluation.predict import predict_coco
+from detector.inference.runner import TorchRunner
 from detector.ssd.detections import LabelMap
 from detector.ssd.postprocess import PostProcessor
 from detector.training import distributed
@@ -184,12 +185,17 @@ def train_one_epoch(
     }
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module, post: PostProcessor, loader: DataLoader, gt: COCO, labels: LabelMap, device: torch.device
 ) -> dict:
     """COCO metrics of ``model`` on ``loader`` (a plain-resize ``CocoDetection`` loader) against ``gt``:
-    {"AP", "AP50", ..., "per_class", "precision"} as ``detector.evaluation.coco_eval.evaluate`` gives them."""
-    metrics = coco_evaluate(gt, predict_coco(model, post, loader, labels, device))
+    {"AP", "AP50", ..., "per_class", "precision"} as ``detector.evaluation.coco_eval.evaluate`` gives them.
+    The model is evaluated in eval mode, then put back in the mode it was in."""
+    was_training = model.training
+    try:
+        runner = TorchRunner(model, post, labels.categories, str(device))
+        metrics = coco_evaluate(gt, predict_coco(runner, loader))
+    finally:
+        model.train(was_training)
     log.info("AP %.4f AP50 %.4f AP75 %.4f", metrics["AP"], metrics["AP50"], metrics["AP75"])
     return metrics

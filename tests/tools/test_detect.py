@@ -145,6 +145,41 @@ def test_the_python_api_gives_what_detect_py_writes(weights, mixed_folder, tmp_p
     assert written["detections"] and {d["name"] for d in written["detections"]} <= {"square", "triangle"}
 
 
+def unmatched(dets: list[dict], others: list[dict], floor: float, box_atol: float, score_atol: float) -> list:
+    """The detections of ``dets`` scored above ``floor`` with no detection of ``others`` of the same class within
+    ``box_atol`` pixels and ``score_atol``."""
+    return [
+        d for d in dets if d["score"] > floor and not any(
+            o["category_id"] == d["category_id"] and abs(o["score"] - d["score"]) <= score_atol
+            and np.abs(np.subtract(o["bbox"], d["bbox"])).max() <= box_atol for o in others
+        )
+    ]  # fmt: skip
+
+
+def test_default_runtime_is_the_measured_fastest_named_in_one_line_equal_to_torch(weights, mixed_folder, tmp_path):
+    """Without --runtime a checkpoint runs on the fastest installed runtime measured here (one log line says which)
+    and detects what --runtime torch detects within the export tolerances (bf16's own where it was chosen)."""
+    image, chosen, reference = mixed_folder / "a.jpg", tmp_path / "default.jsonl", tmp_path / "torch.jsonl"
+    result = detect(str(image), "--weights", str(weights), "--save-json", str(chosen), "--conf", "0.2")
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if line.startswith("INFO runtime: ")]
+    assert len(said) == 1 and ", the fastest on this CPU (" in said[0] and "--runtime NAME forces one" in said[0]
+    runtime = said[0].removeprefix("INFO runtime: ").split(",")[0]
+    assert runtime in ("torch", "onnxruntime", "openvino", "openvino-bf16")
+    result = detect(str(image), "--weights", str(weights), "--runtime", "torch", "--save-json", str(reference),
+                    "--conf", "0.2")  # fmt: skip
+    assert result.returncode == 0 and "INFO runtime: " not in result.stderr
+    (got,), (want,) = read_lines(chosen), read_lines(reference)
+    scale = max(SIZES["a.jpg"]) / 128  # input pixels -> image pixels
+    box_atol, score_atol = (0.01 * 128 * scale, 0.03) if runtime == "openvino-bf16" else (0.01 * scale, 1e-4)
+    assert want["detections"], "the spread-out random model detects something"
+    # below the lowest score of a list cut at the total limit, the two may keep different detections
+    limit = Config().postprocess.max_detections
+    cut = [min(d["score"] for d in r["detections"]) for r in (got, want) if len(r["detections"]) == limit]
+    for a, b in ((got, want), (want, got)):
+        assert not unmatched(a["detections"], b["detections"], max([0.2, *cut]) + score_atol, box_atol, score_atol)
+
+
 def test_video_file_gives_a_complete_mp4_and_every_frame(weights, tmp_path):
     video = tmp_path / "clip.mp4"
     write_video(video, frames=24, fps=12.0)

@@ -75,7 +75,9 @@ def offline(tmp_path, monkeypatch):
 
 def test_offline_without_the_file_is_one_line_naming_file_url_and_folder(tmp_path, offline):
     entry = catalog.CATALOG["torchvision-coco"]
-    result = tool_in_process("tools/detect.py", str(tmp_path / "any.jpg"))
+    image = tmp_path / "any.png"
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    result = tool_in_process("tools/detect.py", str(image))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1

@@ -33,8 +33,8 @@ class FakeRunner(Runner):
     def infer(self, batch):
         return batch
 
-    def decode(self, outputs, frames, min_score=0.0):  # the Detector filters again: its result does not depend on it
-        return [fake_detections(f.shape[:2]) for f in frames]
+    def decode(self, outputs, sizes, min_score=0.0):  # the Detector filters again: its result does not depend on it
+        return [fake_detections(size) for size in sizes]
 
 
 def test_json_record_is_the_documented_contract():

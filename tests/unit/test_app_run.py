@@ -41,7 +41,7 @@ def one_thread():
 
 
 def test_tiny_checkpoint_over_an_image_folder(tmp_path, folder, one_thread):
-    detector = api.load(write_tiny_checkpoint(tmp_path / "tiny.pt"), conf=0.0)
+    detector = api.load(write_tiny_checkpoint(tmp_path / "tiny.pt"), runtime="torch", conf=0.0)
     assert isinstance(detector.runner, TorchRunner) and detector.names == ["circle", "square", "triangle"]
     out, lines = tmp_path / "out", tmp_path / "d.jsonl"
     run = run_detection(detector, open_source(str(folder)), out, lines, progress=False)

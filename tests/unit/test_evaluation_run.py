@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from detector import build
 from detector.config import DataConfig
@@ -13,6 +12,7 @@ from detector.errors import UserError
 from detector.evaluation.coco_eval import STAT_KEYS, evaluate, load_coco
 from detector.evaluation.detector_accuracy import accuracy_lines, coco_accuracy
 from detector.evaluation.run import EvalResult, evaluate_detections_file, evaluate_model, write_results
+from detector.inference.runner import TorchRunner
 from detector.ssd.detections import Detections
 from detector.weights.resolve import load_model
 
@@ -59,7 +59,8 @@ def test_checkpoint_on_a_dataset(data, tmp_path, caplog):
     ckpt = write_tiny_checkpoint(tmp_path / "tiny.pt")
     loaded = load_model(ckpt)
     dataset = build.build_eval_dataset(loaded.config, data_cfg)
-    result = evaluate_model(loaded, dataset, torch.device("cpu"), 2, 0, progress=False)
+    runner = TorchRunner(loaded.model, loaded.post, loaded.categories)
+    result = evaluate_model(runner, dataset, 2, 0, progress=False)
     result.model = {"backbone": loaded.config.model.backbone}
     assert result.detections and {d["image_id"] for d in result.detections} <= {1, 2, 3}
     assert set(result.metrics) >= set(STAT_KEYS)
