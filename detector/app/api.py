@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -119,6 +120,30 @@ class Detector:
     def select(self, dets: Detections) -> Detections:
         """The detections of ``dets`` with a score of at least ``conf`` and a class kept."""
         return dets.select((dets.scores >= self.conf) & self._kept[dets.labels])
+
+    # The three stages of a call, for a loop that runs them on different threads (``detector.app.run``): each is
+    # safe to run beside the others, and prepare -> infer -> finish on a frame gives what ``detector(frame)`` gives.
+    def prepare(self, frame: np.ndarray):
+        """One (H, W, 3) uint8 RGB frame -> the engine's input (resized and normalised), timed as pre-processing."""
+        t0 = time.perf_counter()
+        batch = self.runner.prepare([frame])
+        self.times.add("preprocess", (time.perf_counter() - t0) * 1e3)
+        return batch
+
+    def infer(self, batch):
+        """The engine on a prepared frame -> its raw outputs, timed as the model."""
+        t0 = time.perf_counter()
+        outputs = self.runner.infer(batch)
+        self.times.add("model", (time.perf_counter() - t0) * 1e3)
+        return outputs
+
+    def finish(self, outputs, size: tuple[int, int]) -> Detections:
+        """Raw outputs of a frame of (H, W) ``size`` -> its selected ``Detections``, timed as post-processing."""
+        t0 = time.perf_counter()
+        (dets,) = self.runner.decode(outputs, [size], self.conf)
+        self.times.add("postprocess", (time.perf_counter() - t0) * 1e3)
+        self.times.frames += 1
+        return self.select(dets)
 
     def __call__(self, images: Image | list[Image]) -> Detections | list[Detections]:
         single = not isinstance(images, (list, tuple))

@@ -8,30 +8,38 @@ written) and the exit status: 0 at the end of the source or on q / Esc, 128 + th
 (130, 143).
 Signal handlers can only be installed from the main thread, so call it there.
 
-The three stages overlap, so a run goes at about the rate of its slowest stage instead of the sum of them:
+The stages overlap, so a run goes at about the rate of its slowest stage instead of the sum of them:
 
-- a reader thread decodes the frames of files (videos, images) into a queue of ``READ_QUEUE`` frames;
-- the model runs in the calling (main) thread - PyTorch and ONNX Runtime release the GIL while they compute;
-- a writer thread draws, encodes the video and writes the JSON lines from a queue of ``WRITE_QUEUE`` frames.
+- a reader thread decodes the frames of files (videos, images) and pre-processes them (resize, normalise:
+  ``Detector.prepare``) into a queue of ``READ_QUEUE`` frames;
+- the engine runs in the calling (main) thread (``Detector.infer``) - every runtime releases the GIL while it
+  computes;
+- a writer thread post-processes (``Detector.finish``: decoding, NMS, selection), draws, encodes the video and
+  writes the JSON lines from a queue of ``WRITE_QUEUE`` frames.
 
-Both queues are bounded, so memory stays flat on long videos. Cameras and streams are read in the main loop
-(``LiveSource`` decodes on its own thread already), and with ``show`` the writing stays in the main thread
-(HighGUI windows must be driven from it on macOS). Every frame that was detected is written before the
-outputs are closed - at the end, on q, on Ctrl-C and on errors - and an error in the reader or the writer is
-raised again in the caller as the same exception.
+Frames stay in order and each gets exactly the detections ``detector(frame)`` gives (the same three stages, on other
+threads). PyTorch's CPU engine keeps the three in the main thread: pre- and post-processing compute on PyTorch's
+thread pool too, and beside the engine they oversubscribe the cores (0.7x measured). ``overlap=False`` runs pre-processing, engine and post-processing one after another in the main thread
+(the benchmark's baseline, ``benchmarks/video.py``). Both queues are bounded, so memory stays flat on long videos.
+Cameras and streams are read and pre-processed in the main loop (``LiveSource`` decodes on its own thread already),
+and with ``show`` post-processing and writing stay in the main thread (HighGUI windows must be driven from it on
+macOS). Every frame that was detected is written before the outputs are closed - at the end, on q, on Ctrl-C and
+on errors - and an error in the reader or the writer is raised again in the caller as the same exception.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -83,27 +91,36 @@ def summary(frames: int, elapsed: float, read_ms: float, times: StageTimes, sour
     return text + (f" ({stopped})" if stopped else "")
 
 
+Prepare = Callable[[np.ndarray], object]  # a decoded frame -> the engine's input (``Detector.prepare``)
+Finish = Callable[[], Detections]  # -> a frame's Detections (post-processing, or detections already made)
+
+
 class DirectFeed:
-    """Frames read in the caller's thread: ``get()`` -> (frame, read milliseconds), or None at the end."""
+    """Frames read in the caller's thread: ``get()`` -> (frame, engine input or None, read milliseconds), or None
+    at the end; with ``prepare`` the frame is pre-processed here too."""
 
-    def __init__(self, frames: Iterator[Frame]) -> None:
-        self.frames = frames
+    def __init__(self, frames: Iterator[Frame], prepare: Prepare | None = None) -> None:
+        self.frames, self.prepare = frames, prepare
 
-    def get(self) -> tuple[Frame, float] | None:
+    def get(self) -> tuple[Frame, object, float] | None:
         t0 = time.perf_counter()
         frame = next(self.frames, None)
-        return None if frame is None else (frame, (time.perf_counter() - t0) * 1e3)
+        if frame is None:
+            return None
+        ms = (time.perf_counter() - t0) * 1e3
+        return frame, self.prepare(frame.image) if self.prepare else None, ms
 
     def close(self) -> None:
         pass
 
 
 class ReaderFeed:
-    """Frames read ahead by a thread into a queue of ``size``: ``get()`` -> (frame, read milliseconds), or None
-    at the end; an exception of the iterator is raised by ``get()``. ``close()`` stops and joins the thread."""
+    """Frames read ahead by a thread into a queue of ``size`` (pre-processed there with ``prepare``): ``get()`` ->
+    (frame, engine input or None, read milliseconds), or None at the end; an exception of the iterator or of
+    ``prepare`` is raised by ``get()``. ``close()`` stops and joins the thread."""
 
-    def __init__(self, frames: Iterator[Frame], size: int = READ_QUEUE) -> None:
-        self.frames = frames
+    def __init__(self, frames: Iterator[Frame], prepare: Prepare | None = None, size: int = READ_QUEUE) -> None:
+        self.frames, self.prepare = frames, prepare
         self.queue: queue.Queue = queue.Queue(maxsize=size)
         self.error: BaseException | None = None
         self.ended = False  # the sentinel was taken
@@ -118,7 +135,8 @@ class ReaderFeed:
                 frame = next(self.frames, None)
                 if frame is None:
                     break
-                self.queue.put((frame, (time.perf_counter() - t0) * 1e3))
+                ms = (time.perf_counter() - t0) * 1e3
+                self.queue.put((frame, self.prepare(frame.image) if self.prepare else None, ms))
         except BaseException as exc:  # handed to the main thread, which raises it
             self.error = exc
         finally:
@@ -129,7 +147,7 @@ class ReaderFeed:
             finally:
                 self.queue.put(_END)  # close() drains the queue, so this cannot block for ever
 
-    def get(self) -> tuple[Frame, float] | None:
+    def get(self) -> tuple[Frame, object, float] | None:
         item = self.queue.get()
         if item is not _END:
             return item
@@ -147,7 +165,8 @@ class ReaderFeed:
 
 
 class InlineSink:
-    """``outputs.write`` in the caller's thread (needed for the --show window); ``write`` -> False on q / Esc."""
+    """``outputs.write`` in the caller's thread (needed for the --show window); ``write(frame, finish, fps)`` ->
+    False on q / Esc."""
 
     error = None  # an error of write() is raised in the caller directly
 
@@ -155,7 +174,8 @@ class InlineSink:
         self.outputs = outputs
         self.ms = 0.0  # milliseconds spent drawing and writing
 
-    def write(self, frame: Frame, det: Detections, fps: float) -> bool:
+    def write(self, frame: Frame, finish: Finish, fps: float) -> bool:
+        det = finish()
         t0 = time.perf_counter()
         try:
             return self.outputs.write(frame, det, fps)
@@ -167,8 +187,9 @@ class InlineSink:
 
 
 class WriterSink:
-    """``outputs.write`` on a thread fed by a queue of ``size``. ``write`` queues a frame (always True: no window
-    here) and raises an earlier error of the thread; ``finish()`` writes what is queued, then joins the thread."""
+    """``finish()`` (post-processing) and ``outputs.write`` on a thread fed by a queue of ``size``. ``write``
+    queues a frame (always True: no window here) and raises an earlier error of the thread; ``finish()`` writes
+    what is queued, then joins the thread."""
 
     def __init__(self, outputs: Outputs, size: int = WRITE_QUEUE) -> None:
         self.outputs = outputs
@@ -183,17 +204,19 @@ class WriterSink:
         while (item := self.queue.get()) is not _END:
             if self.error is not None:
                 continue  # after a failure only drain, so the main thread never blocks on a full queue
-            t0 = time.perf_counter()
+            frame, finish, fps = item
             try:
-                self.outputs.write(*item)
+                det = finish()
+                t0 = time.perf_counter()
+                self.outputs.write(frame, det, fps)
+                self.ms += (time.perf_counter() - t0) * 1e3
             except BaseException as exc:  # handed to the main thread, which raises it
                 self.error = exc
-            self.ms += (time.perf_counter() - t0) * 1e3
 
-    def write(self, frame: Frame, det: Detections, fps: float) -> bool:
+    def write(self, frame: Frame, finish: Finish, fps: float) -> bool:
         if self.error is not None:
             raise self.error
-        self.queue.put((frame, det, fps))
+        self.queue.put((frame, finish, fps))
         return True
 
     def finish(self) -> None:
@@ -204,6 +227,14 @@ class WriterSink:
             self._thread.join()
 
 
+def _given(det: Detections) -> Detections:
+    return det
+
+
+def _finish(detector: Detector, raw, frame: Frame) -> Detections:
+    return detector.finish(raw, frame.image.shape[:2]).at(frame.source, frame.index)
+
+
 def run_detection(
     detector: Detector,
     source,
@@ -211,8 +242,10 @@ def run_detection(
     save_json: str | Path | None = None,
     show: bool = False,
     progress: bool = True,
+    overlap: bool = True,
 ) -> DetectionRun:
-    """Detect on every frame of ``source`` (closed at the end) and write ``Outputs``; see the module docstring.
+    """Detect on every frame of ``source`` (closed at the end) and write ``Outputs``; see the module docstring
+    (``overlap``: pre- and post-processing on the reader and writer threads).
 
     An image source none of whose images could be read is a UserError.
     """
@@ -238,7 +271,10 @@ def run_detection(
             # A live source keeps only its newest frame on its own thread; a queue after it would hold a frame while
             # the model works on the previous one, so each detection would lag by one more model time. Taking the
             # frame when the model is free gives the freshest one, and all that is left to do here is a cheap copy.
-            feed = DirectFeed(iter(source)) if source.live else ReaderFeed(iter(source))
+            overlap = overlap and not detector.runner.torch_threads
+            prepare = detector.prepare if overlap else None
+            post_on_writer = overlap and not show
+            feed = DirectFeed(iter(source), prepare) if source.live else ReaderFeed(iter(source), prepare)
             sink = InlineSink(outputs) if show else WriterSink(outputs)
             last = time.perf_counter()
             with bar, logging_redirect_tqdm():
@@ -246,12 +282,15 @@ def run_detection(
                     item = feed.get()
                     if item is None:
                         break
-                    frame, ms = item
-                    det = detector(frame.image).at(frame.source, frame.index)
+                    frame, batch, ms = item
+                    raw = detector.infer(detector.prepare(frame.image) if batch is None else batch)
+                    finish = functools.partial(_finish, detector, raw, frame)
+                    if not post_on_writer:  # post-processing here: the writer only writes
+                        finish = functools.partial(_given, finish())
                     done = time.perf_counter()
-                    rate = 1.0 / max(done - last, 1e-6)  # the output rate: between consecutive detections finishing
+                    rate = 1.0 / max(done - last, 1e-6)  # the output rate: between consecutive engine calls ending
                     fps, last = (0.9 * fps + 0.1 * rate if frames else rate), done
-                    if not sink.write(frame, det, fps):
+                    if not sink.write(frame, finish, fps):
                         stopped = "quit"
                     read_ms += ms
                     frames += 1

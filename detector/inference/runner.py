@@ -37,6 +37,9 @@ class Runner:
     """
 
     runtime = ""
+    # The engine computes on PyTorch's CPU thread pool, as pre- and post-processing do: run beside it on other
+    # threads they would oversubscribe the cores (detector.app.run keeps the three in one thread then).
+    torch_threads = False
 
     def __init__(self, categories: list[dict], input_size: tuple[int, int], max_batch: int | None = None,
                  resize: str = "cv2") -> None:  # fmt: skip
@@ -107,6 +110,7 @@ class TorchRunner(Runner):
                  half: bool = False, resize: str = "cv2") -> None:  # fmt: skip
         super().__init__(categories, post.input_size, resize=resize)
         self.device = resolve_device(device)
+        self.torch_threads = self.device.type == "cpu"
         if half and self.device.type == "cpu":
             raise UserError("--half needs a GPU (cuda or mps); on the CPU use an int8 export instead")
         self.dtype = torch.float16 if half else torch.float32

@@ -89,7 +89,9 @@ def test_nms_in_the_graph_matches_our_postprocessing(weights, tmp_path):
 
 def test_detect_with_onnx_weights_writes_the_checkpoints_json(weights, raw_onnx, mixed_folder, tmp_path):  # noqa: F811
     lines = tmp_path / "onnx.jsonl"
-    result = detect(str(mixed_folder), "--weights", str(raw_onnx), "--save-json", str(lines))
+    result = detect(
+        str(mixed_folder), "--weights", str(raw_onnx), "--runtime", "onnxruntime", "--save-json", str(lines)
+    )
     assert result.returncode == 0, result.stderr
     reference = open_runner("torch", weights)
     records = read_lines(lines)

@@ -3,6 +3,7 @@
 import json
 import re
 import signal
+import threading
 
 import cv2
 import numpy as np
@@ -86,3 +87,47 @@ def test_no_readable_image_is_a_user_error(tmp_path):
     (tmp_path / "y.png").write_bytes(b"junk")
     with pytest.raises(UserError, match="none of the 2 images could be read"):
         run_detection(Detector(FakeRunner()), open_source(str(tmp_path)), progress=False)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_overlapped_video_keeps_order_and_writes_what_one_stage_after_another_writes(tmp_path, runtime):
+    """Pre-processing on the reader thread and post-processing on the writer thread, the engine in between: the
+    frames come out in order with the JSON lines of running the stages one after another, byte for byte."""
+    from detector.deploy.pipeline import ExportOptions, export
+    from detector.weights.resolve import load_model
+
+    pytest.importorskip(runtime)
+    model = export(load_model(write_tiny_checkpoint(tmp_path / "tiny.pt")), tmp_path / "tiny.onnx", ExportOptions(),
+                   say=lambda _: None).path  # fmt: skip
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (80, 60))
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        writer.write(cv2.resize((rng.random((8, 8, 3)) * 255).astype(np.uint8), (80, 60)))
+    writer.release()
+    detector = api.load(model, runtime=runtime, conf=0.05, threads=1)
+    threads = {"prepare": set(), "infer": set(), "finish": set()}
+
+    def traced(stage, call):
+        def run(*args):
+            threads[stage].add(threading.current_thread().name)
+            return call(*args)
+
+        return run
+
+    for stage in threads:
+        setattr(detector, stage, traced(stage, getattr(detector, stage)))
+    written = {}
+    for overlap in (True, False):
+        lines = tmp_path / f"overlap_{overlap}.jsonl"
+        run = run_detection(detector, open_source(str(video)), None, lines, progress=False, overlap=overlap)
+        assert (run.frames, run.exit_code) == (30, 0)
+        written[overlap] = lines.read_text()
+        if overlap:
+            assert threads == {"prepare": {"frame-reader"}, "infer": {"MainThread"}, "finish": {"frame-writer"}}
+            for names in threads.values():
+                names.clear()
+    assert threads == {"prepare": {"MainThread"}, "infer": {"MainThread"}, "finish": {"MainThread"}}
+    records = [json.loads(line) for line in written[True].splitlines()]
+    assert [r["frame"] for r in records] == list(range(30)) and any(r["detections"] for r in records)
+    assert written[True] == written[False]
