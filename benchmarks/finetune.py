@@ -100,7 +100,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--background", default="tiles")
     p.add_argument("--seed", type=int, default=1, help="seed of dataset B")
     p.add_argument("--warmup-iters", type=int, default=20)
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="more overrides, for both runs")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="more overrides, for both runs (repeatable)")  # fmt: skip
     p.add_argument("--device", default="auto")
     p.add_argument("--output-dir", type=Path, default=Path("runs/benchmark_finetune"))
 

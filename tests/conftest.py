@@ -1,10 +1,13 @@
 import contextlib
 import io
 import logging
+import os
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,13 +16,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The runtime choices and exports of ``--runtime auto`` (the default on the CPU) go to a folder of this test process,
+# not the user's cache. Set on import, before any test module copies the environment for the tools it starts.
+os.environ["DETECTOR_CACHE"] = tempfile.mkdtemp(prefix="detector_cache_")
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _own_cache(tmp_path_factory):
-    """The runtime choices and exports of ``--runtime auto`` (the default on the CPU) in a folder of this test
-    session, not the user's cache: the tools started in new processes inherit it."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DETECTOR_CACHE", str(tmp_path_factory.mktemp("detector_cache")))
-        yield
+def _own_cache():
+    yield
+    shutil.rmtree(os.environ["DETECTOR_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -48,7 +48,7 @@ def open_runner(args: argparse.Namespace) -> Runner:
         return runtimes.open_runner("torch", args.weights, args.device)
     if args.device != "cpu":
         raise UserError("--runtime auto measures the CPU runtimes; with --device other than cpu, use --runtime torch")
-    return runtimes.open_runner(*runtime_choice.choose(args.weights, fp32_only=True))
+    return runtime_choice.choose(args.weights, fp32_only=True).open()
 
 
 def main() -> int:

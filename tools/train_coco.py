@@ -46,7 +46,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--init", metavar="SPEC", help="start from: imagenet-large, imagenet-small, torchvision-coco or a .pt"
     )
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides, e.g. train.lr=0.1")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. train.lr=0.1 (repeatable)")  # fmt: skip
     p.add_argument("--output-dir", help="where checkpoints and logs go (default: the resumed run's folder)")
     p.add_argument(
         "--resume",

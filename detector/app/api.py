@@ -56,8 +56,8 @@ def load(weights: str | Path = catalog.DEFAULT_DETECTOR, *, runtime: str | None 
     if runtime == "auto":
         if device != "cpu":
             raise UserError("--runtime auto measures the CPU runtimes; with --device other than cpu, name one")
-        runtime, weights = runtime_choice.choose(weights, threads)
-    elif runtime not in runtimes.RUNTIMES:
+        return Detector(runtime_choice.choose(weights, threads).open(threads=threads), conf, classes)
+    if runtime not in runtimes.RUNTIMES:
         raise UserError(f"runtime {runtime!r}: expected one of {', '.join(runtimes.CHOICES)}")
     return Detector(runtimes.open_runner(runtime, weights, device, half, threads), conf, classes)
 

@@ -19,12 +19,13 @@ The stages overlap, so a run goes at about the rate of its slowest stage instead
 
 Frames stay in order and each gets exactly the detections ``detector(frame)`` gives (the same three stages, on other
 threads). PyTorch's CPU engine keeps the three in the main thread: pre- and post-processing compute on PyTorch's
-thread pool too, and beside the engine they oversubscribe the cores (0.7x measured). ``overlap=False`` runs pre-processing, engine and post-processing one after another in the main thread
-(the benchmark's baseline, ``benchmarks/video.py``). Both queues are bounded, so memory stays flat on long videos.
-Cameras and streams are read and pre-processed in the main loop (``LiveSource`` decodes on its own thread already),
-and with ``show`` post-processing and writing stay in the main thread (HighGUI windows must be driven from it on
-macOS). Every frame that was detected is written before the outputs are closed - at the end, on q, on Ctrl-C and
-on errors - and an error in the reader or the writer is raised again in the caller as the same exception.
+thread pool too, and beside the engine they oversubscribe the cores (0.7x measured). ``overlap=False`` runs
+pre-processing, engine and post-processing one after another in the main thread (the benchmark's baseline,
+``benchmarks/video.py``). Both queues are bounded, so memory stays flat on long videos. Cameras and streams are read
+and pre-processed in the main loop (``LiveSource`` decodes on its own thread already), and with ``show``
+post-processing and writing stay in the main thread (HighGUI windows must be driven from it on macOS). Every frame that
+was detected is written before the outputs are closed - at the end, on q, on Ctrl-C and on errors - and an error in
+the reader or the writer is raised again in the caller as the same exception.
 """
 
 from __future__ import annotations

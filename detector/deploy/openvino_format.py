@@ -86,10 +86,46 @@ def write_ir(source: Path, out_xml: Path, calibration: list[np.ndarray] | None =
     ov.save_model(model, str(out_xml), compress_to_fp16=False)
 
 
-class OpenVinoRunner(ExportedRunner):
-    """An ONNX file of ours or an OpenVINO IR of ours on the CPU (see ``Runner`` for the call)."""
+def with_graph_preprocessing(model, input_size: tuple[int, int], resize: str):
+    """A copy of ``model`` (input (1, 3, H, W) float32 RGB in [0, 1]) that takes a decoded frame instead: (1, h, w,
+    3) uint8 RGB of any h, w -> float -> bilinear resize to ``input_size`` as ``resize_rgb`` does it -> / 255 ->
+    NCHW, inside the compiled model (OpenVINO's pre-processing API; the resize is an ``Interpolate``).
 
-    def __init__(self, path: str | Path, precision: str = "f32", threads: int | None = None) -> None:
+    ``cv2``: half-pixel centres, then rounded to integers as OpenCV's uint8 result is (equal to ``resize_rgb`` on
+    every pixel tested); ``tf_legacy``: TF's asymmetric source coordinates (i * in / out), kept in float."""
+    ov = openvino_module()
+    from openvino import opset11 as ops
+    from openvino.preprocess import PrePostProcessor
+
+    h, w = input_size
+    model = model.clone()
+    model.reshape([1, 3, h, w])
+
+    def resize_step(node):
+        out = ops.interpolate(node, ops.constant(np.array([h, w], np.int64)), mode="linear_onnx",
+                              shape_calculation_mode="sizes", axes=ops.constant(np.array([2, 3], np.int64)),
+                              coordinate_transformation_mode="asymmetric" if resize == "tf_legacy"
+                              else "half_pixel")  # fmt: skip
+        if resize != "tf_legacy":
+            out = ops.floor(ops.add(out, ops.constant(np.float32(0.5))))  # OpenCV rounds half up
+        return out.output(0)
+
+    ppp = PrePostProcessor(model)
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_spatial_dynamic_shape()
+    steps = ppp.input().preprocess().convert_element_type(ov.Type.f32).convert_layout(ov.Layout("NCHW"))
+    steps.custom(resize_step).scale(255.0)
+    ppp.input().model().set_layout(ov.Layout("NCHW"))
+    return ppp.build()
+
+
+class OpenVinoRunner(ExportedRunner):
+    """An ONNX file of ours or an OpenVINO IR of ours on the CPU (see ``Runner`` for the call).
+
+    ``graph_preprocess``: one frame per call is resized and normalised inside the compiled model
+    (``with_graph_preprocessing``; batches of several frames, and ``detect_resized``, keep Python's)."""
+
+    def __init__(self, path: str | Path, precision: str = "f32", threads: int | None = None,
+                 graph_preprocess: bool = False) -> None:  # fmt: skip
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: no such file")
@@ -114,8 +150,18 @@ class OpenVinoRunner(ExportedRunner):
         self.requests: dict[int, object] = {}  # batch size -> infer request of a model compiled for it
         self.runtime = "openvino" if precision == "f32" else "openvino-bf16"
         super().__init__(path, props, batch.get_length() if batch.is_static else None)
-        if batch.is_static:
+        self.graph_preprocess = graph_preprocess
+        if graph_preprocess:
+            framed = with_graph_preprocessing(model, self.input_size, self.resize)
+            self.frame_request = core.compile_model(framed, "CPU", self.config).create_infer_request()
+        elif batch.is_static:
             self._request(batch.get_length())
+
+    def prepare(self, frames: list[np.ndarray]) -> np.ndarray:
+        """One frame with ``graph_preprocess``: (1, h, w, 3) uint8 as decoded; else the resized float batch."""
+        if self.graph_preprocess and len(frames) == 1:
+            return np.ascontiguousarray(frames[0][None])
+        return super().prepare(frames)
 
     def _request(self, n: int):
         """The infer request for batch ``n``. A dynamic-batch file is compiled once per batch size seen, at a
@@ -129,7 +175,8 @@ class OpenVinoRunner(ExportedRunner):
         return self.requests[n]
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        request = self._request(batch.shape[0])
+        """(N, 3, H, W) float32, or with ``graph_preprocess`` a (1, h, w, 3) uint8 frame -> the raw outputs."""
+        request = self.frame_request if batch.dtype == np.uint8 else self._request(batch.shape[0])
         request.infer({0: batch})
         return [request.get_output_tensor(i).data.copy() for i in range(len(self.model.outputs))]
 

@@ -26,6 +26,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from detector.data.synthetic import synthetic_frames
@@ -99,9 +100,22 @@ def _missing_hint(weights: str | Path) -> None:
                  "pip install %s", ", ".join(missing), " ".join(missing))  # fmt: skip
 
 
-def choose(weights: str | Path, threads: int | None = None, fp32_only: bool = False) -> tuple[str, Path | str]:
-    """(runtime name, what to open with it) for ``weights`` on this CPU with ``threads``; logs the choice in
-    one line. ``fp32_only``: among the runtimes computing in float32 only (see the module docstring)."""
+@dataclass(frozen=True)
+class Choice:
+    """What ``choose`` picked: the runtime, what to open with it, and OpenVINO's ``graph_preprocess``."""
+
+    runtime: str
+    target: Path | str
+    graph_preprocess: bool = False
+
+    def open(self, device: str = "cpu", threads: int | None = None) -> Runner:
+        return open_runner(self.runtime, self.target, device, threads=threads, graph_preprocess=self.graph_preprocess)
+
+
+def choose(weights: str | Path, threads: int | None = None, fp32_only: bool = False) -> Choice:
+    """The fastest runtime for ``weights`` on this CPU with ``threads``; logs the choice in one line.
+    ``fp32_only``: among the runtimes computing in float32 only (see the module docstring). OpenVINO competes
+    twice, with Python's pre-processing and with it inside the compiled model (``OpenVinoRunner``)."""
     start = time.perf_counter()
     path = model_file(weights)
     digest = hub.sha256_of(path)
@@ -115,26 +129,31 @@ def choose(weights: str | Path, threads: int | None = None, fp32_only: bool = Fa
     _missing_hint(weights)
     if hit and installed(hit["runtime"]) and (hit["file"] == str(weights) or Path(hit["file"]).is_file()):
         log.info("runtime: %s, the fastest on this CPU (%.1f ms per 640x480 frame, measured %s; --runtime NAME "
-                 "forces one)", hit["runtime"], hit["ms"], hit["measured"][:10])  # fmt: skip
-        return hit["runtime"], hit["file"]
+                 "forces one)", hit.get("label", hit["runtime"]), hit["ms"], hit["measured"][:10])  # fmt: skip
+        return Choice(hit["runtime"], hit["file"], hit.get("graph_preprocess", False))  # older caches lack both
     usable = [n for n in RUNTIMES if installed(n) and not (fp32_only and n == "openvino-bf16")]
-    options: dict[str, Path | str] = {name: weights for name in runtimes_for(weights) if name in usable}
+    files: dict[str, Path | str] = {name: weights for name in runtimes_for(weights) if name in usable}
     if not file_kind(weights):
         onnx_file = exported_onnx(weights, digest)
         if onnx_file is not None:
-            options.update({name: onnx_file for name in runtimes_for(onnx_file) if name in usable})
+            files.update({name: onnx_file for name in runtimes_for(onnx_file) if name in usable})
+    options = {name: Choice(name, target) for name, target in files.items()}
     if len(options) == 1:  # nothing to compare with: no measurement, nothing cached
         name = next(iter(options))
         log.info("runtime: %s, the only one installed for %s", name, weights)
-        return name, options[name]
-    candidates = {name: open_runner(name, target, threads=threads) for name, target in options.items()}
-    medians = _measure(candidates)
+        return options[name]
+    if not fp32_only:  # evaluation feeds resized batches: the in-graph variant would not be used
+        options |= {f"{name}, pre-processing in the graph": Choice(name, files[name], True)
+                    for name in ("openvino", "openvino-bf16") if name in files}  # fmt: skip
+    medians = _measure({label: choice.open(threads=threads) for label, choice in options.items()})
     best = min(medians, key=medians.get)
-    table = ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(medians.items(), key=lambda kv: kv[1]))
+    table = ", ".join(f"{label} {ms:.1f}" for label, ms in sorted(medians.items(), key=lambda kv: kv[1]))
     first = "exported to ONNX and measured" if not file_kind(weights) else "measured"
     log.info("runtime: %s, the fastest on this CPU (ms per 640x480 frame: %s; first run: %s in %.1f s, cached; "
              "--runtime NAME forces one)", best, table, first, time.perf_counter() - start)  # fmt: skip
-    cache[key] = {"runtime": best, "file": str(options[best]), "ms": medians[best], "all_ms": medians,
+    choice = options[best]
+    cache[key] = {"runtime": choice.runtime, "file": str(choice.target), "graph_preprocess": choice.graph_preprocess,
+                  "label": best, "ms": medians[best], "all_ms": medians,
                   "measured": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
     try:
         store.parent.mkdir(parents=True, exist_ok=True)
@@ -143,4 +162,4 @@ def choose(weights: str | Path, threads: int | None = None, fp32_only: bool = Fa
         tmp.replace(store)  # atomic: a concurrent reader sees the old file or the new one
     except OSError as exc:
         log.warning("runtime: cannot cache the choice in %s (%s); it will be measured again", store, exc)
-    return best, options[best]
+    return choice

@@ -79,9 +79,12 @@ def installed(name: str) -> bool:
 
 
 def open_runner(name: str, weights: str | Path, device: str = "cpu", half: bool = False,
-                threads: int | None = None) -> Runner:  # fmt: skip
+                threads: int | None = None, graph_preprocess: bool = False) -> Runner:  # fmt: skip
     """A runner for ``weights`` on runtime ``name`` (not ``auto``); a runtime that cannot run this file, or is
-    not installed, is a one-line UserError naming what to use or install."""
+    not installed, is a one-line UserError naming what to use or install. ``graph_preprocess`` (OpenVINO only):
+    single frames resized and normalised inside the compiled model (``OpenVinoRunner``)."""
+    if graph_preprocess and name not in ("openvino", "openvino-bf16"):
+        raise ValueError(f"graph_preprocess is an OpenVINO option, not one of {name}")
     runtime = RUNTIMES[name]
     if file_kind(weights) not in runtime.suffixes:
         fits = ", ".join(runtimes_for(weights))
@@ -99,7 +102,7 @@ def open_runner(name: str, weights: str | Path, device: str = "cpu", half: bool 
     if name == "executorch":
         return ExecuTorchRunner(weights, threads)
     if name in ("openvino", "openvino-bf16"):
-        return OpenVinoRunner(weights, "bf16" if name == "openvino-bf16" else "f32", threads)
+        return OpenVinoRunner(weights, "bf16" if name == "openvino-bf16" else "f32", threads, graph_preprocess)
     m = load_model(weights)
     on_cpu = resolve_device(device).type == "cpu"
     model = fuse_for_inference(m.model, channels_last=on_cpu)

@@ -20,10 +20,11 @@ def _train(out, data, *extra, sets=()):
 
 def test_train_writes_checkpoints_log_and_config(tmp_path):
     data = tiny_dataset(tmp_path / "data")
-    result = _train(tmp_path / "run", data)
+    result = _train(tmp_path / "run", data, "--set", "train.weight_decay=0.0001")  # a second --set adds to the first
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines] == [1, 2]
+    assert "weight_decay: 0.0001" in (tmp_path / "run" / "config.yaml").read_text()
     assert all(k in lines[-1] for k in ("loss", "box_loss", "cls_loss", "lr", "images_per_s", "AP", "AP50"))
     assert all(torch.isfinite(torch.tensor(x["loss"])) for x in lines)
     ckpt = checkpoint.load(tmp_path / "run" / "last.pt")

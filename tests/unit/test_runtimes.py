@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from benchmarks import table6_latency
+from detector import checkpoint
 from detector.app import api
 from detector.config import ModelConfig
 from detector.data.image_io import preprocess
@@ -133,7 +134,8 @@ def test_auto_measures_caches_per_file_and_measures_a_changed_file_again(files, 
     original = runtime_choice._measure
     monkeypatch.setattr(runtime_choice, "_measure", lambda c: measured.append(sorted(c)) or original(c))
     detector = api.load(onnx_file, threads=1)  # the default on the CPU
-    assert measured == [["onnxruntime", "openvino"]] and detector.runtime in ("onnxruntime", "openvino")
+    assert measured == [["onnxruntime", "openvino", "openvino, pre-processing in the graph"]]
+    assert detector.runtime in ("onnxruntime", "openvino")
     cache = json.loads((tmp_path / "cache" / "runtime_choice.json").read_text())
     assert [v["runtime"] for v in cache.values()] == [detector.runtime]
     api.load(onnx_file, runtime="auto", threads=1)
@@ -163,13 +165,15 @@ def test_auto_on_a_checkpoint_lets_the_exported_runtimes_compete(files, tmp_path
     original = runtime_choice._measure
     monkeypatch.setattr(runtime_choice, "_measure", lambda c: measured.append(sorted(c)) or original(c))
     detector = api.load(files["ckpt"], runtime="auto", threads=1)
-    expected = {"torch", "onnxruntime", "openvino"} | (
+    runtimes_here = {"torch", "onnxruntime", "openvino"} | (
         {"openvino-bf16"} if runtimes.installed("openvino-bf16") else set()
     )
-    assert set(measured[0]) == expected and detector.runtime in expected
+    in_graph = {f"{name}, pre-processing in the graph" for name in runtimes_here if name.startswith("openvino")}
+    assert set(measured[0]) == runtimes_here | in_graph and detector.runtime in runtimes_here
+
     assert len(list((tmp_path / "cache" / "exports").glob("*.onnx"))) == 1
-    runtime, _ = runtime_choice.choose(files["ckpt"], threads=1, fp32_only=True)  # evaluation's choice
-    assert set(measured[1]) == expected - {"openvino-bf16"} and runtime != "openvino-bf16"
+    runtime = runtime_choice.choose(files["ckpt"], threads=1, fp32_only=True).runtime  # evaluation's choice
+    assert set(measured[1]) == runtimes_here - {"openvino-bf16"} and runtime != "openvino-bf16"
     assert len(list((tmp_path / "cache" / "exports").glob("*.onnx"))) == 1, "the export is reused"
 
 
@@ -233,3 +237,56 @@ def test_conf_before_nms_keeps_what_filtering_afterwards_keeps(files, runtime, k
         np.testing.assert_array_equal(got.scores, everything.scores[keep])
         np.testing.assert_array_equal(got.labels, everything.labels[keep])
         np.testing.assert_array_equal(got.boxes, everything.boxes[keep])
+
+
+@pytest.mark.parametrize("resize", ["cv2", "tf_legacy"])
+def test_preprocessing_in_the_openvino_graph_matches_python(files, tmp_path, resize):
+    """uint8 frames of any size resized and normalised inside the compiled model give the raw outputs and the
+    detections of Python's pre-processing, within the export tolerances: OpenCV's rounded bilinear, and TF's
+    legacy one for converted models; downscale, upscale, extreme aspect, the input size itself."""
+    ckpt = checkpoint.load(files["ckpt"])
+    ckpt["config"]["data"]["resize"] = resize
+    checkpoint.save(tmp_path / "model.pt", ckpt)
+    onnx_file = export(load_model(tmp_path / "model.pt"), tmp_path / "model.onnx", ExportOptions(),
+                       say=lambda _: None).path  # fmt: skip
+    python_pre = OpenVinoRunner(onnx_file, "f32", threads=1)
+    in_graph = OpenVinoRunner(onnx_file, "f32", threads=1, graph_preprocess=True)
+    assert in_graph.resize == python_pre.resize == resize
+    h, w = in_graph.input_size
+    frames = [*synthetic_frames(2, 480, 640, seed=4), *synthetic_frames(1, 37, 1200, seed=5),
+              *synthetic_frames(1, 50, 70, seed=6), *synthetic_frames(1, h, w, seed=7)]  # fmt: skip
+    for frame in frames:
+        batch = in_graph.prepare([frame])
+        assert batch.dtype == np.uint8 and batch.shape == (1, *frame.shape)
+        (boxes, scores), (ref_boxes, ref_scores) = in_graph.infer(batch), python_pre.infer(python_pre.prepare([frame]))
+        assert np.abs(boxes - ref_boxes).max() < BOX_ATOL, frame.shape
+        assert np.abs(scores - ref_scores).max() < SCORE_ATOL, frame.shape
+        (det,), (ref,) = in_graph([frame], 0.05), python_pre([frame], 0.05)
+        assert len(det) == len(ref) > 0 and np.abs(det.boxes - ref.boxes).max() < BOX_ATOL
+    assert in_graph.prepare(frames[:2]).dtype == np.float32, "a batch of several frames keeps Python's"
+
+
+@pytest.mark.parametrize("resize", ["cv2", "tf_legacy"])
+def test_the_graph_preprocessing_is_pythons_pixel_for_pixel(resize):
+    """The pre-processing steps alone (in front of an identity model) give Python's model input, divided by 255,
+    NCHW: TF's legacy float bilinear to float precision; OpenCV's uint8 bilinear to within one level, and exactly
+    on most pixels (OpenCV's fixed-point weights round a few differently from float ones, in both directions)."""
+    import openvino as ov
+    from openvino import opset11 as ops
+
+    from detector.deploy.openvino_format import openvino_core, with_graph_preprocessing
+
+    size = (40, 56)
+    x = ops.parameter([1, 3, *size], np.float32)
+    identity = ov.Model([ops.multiply(x, ops.constant(np.float32(1.0)))], [x])
+    request = openvino_core().compile_model(with_graph_preprocessing(identity, size, resize), "CPU",
+                                            {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()  # fmt: skip
+    frames = [*synthetic_frames(1, 480, 640, seed=4), *synthetic_frames(1, 37, 1200, seed=5),
+              *synthetic_frames(1, 21, 30, seed=6), *synthetic_frames(1, *size, seed=7)]  # fmt: skip
+    for frame in frames:
+        got, want = request.infer({0: frame[None]})[0], preprocess([frame], size, resize).numpy()
+        if resize == "tf_legacy":
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-4, err_msg=str(frame.shape))
+        else:
+            levels = np.abs(got - want) * 255
+            assert levels.max() < 1 + 1e-3 and (levels < 1e-3).mean() > 0.85, (frame.shape, (levels < 1e-3).mean())
