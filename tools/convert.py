@@ -44,7 +44,7 @@ def main() -> int:
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]  # torchvision reference-script checkpoints wrap the state dict
         contents = torchvision_checkpoint(state, f"torchvision ssdlite320_mobilenet_v3_large ({args.state_dict})")
-    elif args.source in catalog.CATALOG:
+    elif catalog.lookup(args.source) is not None:
         contents = resolve_checkpoint(args.source)
     else:
         contents = graph_checkpoint(args.source, f"TF frozen graph {args.source}")

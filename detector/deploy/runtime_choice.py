@@ -56,7 +56,7 @@ def cpu_signature() -> str:
 
 def model_file(weights: str | Path) -> Path:
     """The file behind ``weights`` (a catalog name is fetched into the hub cache)."""
-    entry = catalog.CATALOG.get(str(weights))
+    entry = catalog.lookup(str(weights))
     if entry is not None:
         return hub.fetch(entry)
     if not Path(weights).is_file():

@@ -11,12 +11,39 @@
 File names are the publishers' (torchvision's ``NAME-<first 8 hex digits of the SHA-256>.pth``, the zoo's
 archive names), so a file torchvision or a zoo user already downloaded into ``$TORCH_HOME/hub/checkpoints/`` is
 found and used as it is. TF publishes no checksums for its zoo: those entries have no SHA-256, and a damaged or
-wrong file is caught by gzip's CRC-32 and by the converter, which needs every tensor by name and shape.
+wrong file is caught by gzip's CRC-32 and by the converter, which needs every tensor by name and shape, and
+the SHA-256 of the first archive that converted is kept and checked on every later use (``hub.fetch``).
+
+Users add names in YAML files of the same form (``user_entries``): the files listed in ``$DETECTOR_WEIGHTS_CATALOG``
+(separated by ``os.pathsep``), then ``$XDG_CONFIG_HOME/detector/weights.yaml`` (``~/.config/...``) when it exists:
+
+    acme-shelf-v2:
+      url: https://models.example.com/acme-shelf-v2.pt
+      sha256: <64 hex digits>         # optional only for tf-frozen-graph archives (trust on first use)
+      kind: checkpoint                # or torchvision-ssdlite, torchvision-classifier, tf-frozen-graph
+      description: shelf products, V3-Small†, 2026-11
+      backbone: mobilenet_v3_small    # required for torchvision-classifier (train_coco.py --init checks it)
+      size: 8103095                   # optional, bytes
+
+Every entry is checked when read: an unknown key, a missing url, a hash that is not 64 hex digits, an unknown
+kind, or a name already taken (built in, or by an earlier file) is one line naming the file and the entry.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from detector.errors import UserError
+
+CATALOG_VARIABLE = "DETECTOR_WEIGHTS_CATALOG"
+KINDS = ("checkpoint", "torchvision-ssdlite", "torchvision-classifier", "tf-frozen-graph")
+ENTRY_KEYS = ("url", "sha256", "kind", "description", "backbone", "size")
 
 
 @dataclass(frozen=True)
@@ -88,10 +115,77 @@ CATALOG: dict[str, NamedWeights] = {
 DEFAULT_DETECTOR = "torchvision-coco"  # what tools/detect.py runs without --weights
 
 
+def user_catalog_files() -> list[Path]:
+    """The user's catalog files: those of ``$DETECTOR_WEIGHTS_CATALOG``, then the per-user one if it exists."""
+    files = [Path(p) for p in os.environ.get(CATALOG_VARIABLE, "").split(os.pathsep) if p.strip()]
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    default = config_home / "detector" / "weights.yaml"
+    return files + ([default] if default.is_file() and default not in files else [])
+
+
+def _entry(path: Path, name: object, fields: object) -> NamedWeights:
+    where = f"{path}: entry {name!r}"
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name):
+        raise UserError(f"{where}: a name is letters, digits and . _ + - (no spaces or slashes)")
+    if not isinstance(fields, dict):
+        raise UserError(f"{where}: expected keys {', '.join(ENTRY_KEYS)}")
+    unknown = [k for k in fields if k not in ENTRY_KEYS]
+    if unknown:
+        raise UserError(f"{where}: unknown key {unknown[0]!r}; expected {', '.join(ENTRY_KEYS)}")
+    url, kind = str(fields.get("url", "")), str(fields.get("kind", "checkpoint"))
+    sha256, backbone = str(fields.get("sha256", "")).lower(), str(fields.get("backbone", ""))
+    if not re.match(r"^(https?|file)://[^/]*/?.*[^/]$", url):
+        raise UserError(f"{where}: url {url!r}: expected an http(s):// or file:// URL ending in the file name")
+    if kind not in KINDS:
+        raise UserError(f"{where}: kind {kind!r}: expected one of {', '.join(KINDS)}")
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256) and not (sha256 == "" and kind == "tf-frozen-graph"):
+        raise UserError(f"{where}: sha256 {fields.get('sha256', '')!r}: expected 64 hex digits (sha256sum FILE)")
+    if kind == "torchvision-classifier" and not backbone:
+        raise UserError(f"{where}: a torchvision-classifier needs backbone: (mobilenet_v3_large or _small)")
+    size = fields.get("size", 0)
+    if not isinstance(size, int) or size < 0:
+        raise UserError(f"{where}: size {size!r}: expected a number of bytes")
+    description = str(fields.get("description", "")) or f"{kind} from {url}"
+    return NamedWeights(name, url, sha256, size, kind, backbone, description)
+
+
+@functools.cache
+def _read(files: tuple[tuple[str, float], ...]) -> dict[str, NamedWeights]:
+    entries: dict[str, NamedWeights] = {}
+    for file, _ in files:
+        path = Path(file)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read the weights catalog ({exc.strerror or exc})") from None
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: not YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: a weights catalog maps names to entries (url, sha256, kind, ...)")
+        for name, fields in data.items():
+            entry = _entry(path, name, fields)
+            if name in CATALOG or name in entries:
+                taken = "a built-in name" if name in CATALOG else "named by an earlier catalog file"
+                raise UserError(f"{path}: entry {name!r}: {taken}; choose another name")
+            entries[name] = entry
+    return entries
+
+
+def user_entries() -> dict[str, NamedWeights]:
+    """The entries of the user's catalog files (read again when a file changes)."""
+    files = user_catalog_files()
+    return _read(tuple((str(p), p.stat().st_mtime if p.is_file() else -1.0) for p in files))
+
+
+def lookup(name: str) -> NamedWeights | None:
+    """The entry called ``name``: built in, or from the user's catalogs; None when there is none."""
+    return CATALOG.get(name) or user_entries().get(name)
+
+
 def names() -> list[str]:
-    return list(CATALOG)
+    return [*CATALOG, *user_entries()]
 
 
 def detector_names() -> list[str]:
     """The names that are detectors (tools' --weights), not backbones."""
-    return [name for name, entry in CATALOG.items() if entry.kind != "torchvision-classifier"]
+    return [name for name, entry in (CATALOG | user_entries()).items() if entry.kind != "torchvision-classifier"]

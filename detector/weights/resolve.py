@@ -16,7 +16,7 @@ from detector import build, checkpoint, config
 from detector.build import LoadedModel
 from detector.errors import UserError
 from detector.weights import hub
-from detector.weights.catalog import CATALOG, NamedWeights, names
+from detector.weights.catalog import NamedWeights, lookup, names
 from detector.weights.tf_graph import graph_checkpoint
 from detector.weights.torchvision_ssdlite import TORCHVISION_CONFIG, coco_categories, convert_state_dict
 from detector.weights.transfer import InitSummary, carry_class_rows, imagenet_backbone_state, load_matching
@@ -48,7 +48,7 @@ def torchvision_checkpoint(state: dict, source: str) -> dict:
 
 def resolve_checkpoint(spec: str | Path) -> dict:
     """The checkpoint contents (``model``, ``config``, ``categories``) of a detector name or checkpoint file."""
-    entry = CATALOG.get(str(spec))
+    entry = lookup(str(spec))
     if entry is None:
         if not Path(spec).exists():
             raise _unknown(str(spec))
@@ -61,12 +61,15 @@ def resolve_checkpoint(spec: str | Path) -> dict:
     if entry.kind == "torchvision-ssdlite":
         return torchvision_checkpoint(_state_dict(entry), f"{entry.name} ({entry.url})")
     if entry.kind == "tf-frozen-graph":
-        return graph_checkpoint(hub.fetch(entry), f"{entry.name} ({entry.url})")
+        path = hub.fetch(entry)
+        converted = graph_checkpoint(path, f"{entry.name} ({entry.url})")
+        hub.remember_first_use(entry, path)  # trust on first use where the publisher gives no hash
+        return converted
     return checkpoint.load(hub.fetch(entry))
 
 
 def describe(spec: str | Path) -> str:
-    entry = CATALOG.get(str(spec))
+    entry = lookup(str(spec))
     return f"{entry.name}: {entry.description}" if entry else str(spec)
 
 
@@ -80,7 +83,7 @@ def initialise(model: nn.Module, spec: str, backbone: str, categories: list[dict
     model.backbone) from ``spec``: an ImageNet classifier name loads the backbone; a detector (name or
     checkpoint) loads every tensor whose name and shape match, class rows carried over by category name.
     Returns what was done; an init that loads nothing is an error."""
-    entry = CATALOG.get(spec)
+    entry = lookup(spec)
     if entry is not None and entry.kind == "torchvision-classifier":
         if backbone != entry.backbone:
             raise UserError(f"--init {spec}: these are {entry.backbone} weights; model.backbone is {backbone}")

@@ -5,6 +5,7 @@ under torchvision's file name; the in-process runs let the catalog trust that fi
 """
 
 import dataclasses
+import hashlib
 import json
 
 import cv2
@@ -17,6 +18,7 @@ from detector.weights.torchvision_ssdlite import coco_categories
 
 from ..conftest import ROOT, tool_in_process
 from ..data_fixtures import tiny_dataset
+from ..unit.test_downloads import server  # noqa: F401 - the fixture
 from .test_convert import _random_torchvision_detector
 
 
@@ -137,3 +139,32 @@ def test_the_paper_model_from_the_zoo_archive_through_detect_eval_and_export(tmp
         code = run_in_process("tools/export.py", "--weights", entry.name, "--out", str(onnx_file), *extra,
                               )  # fmt: skip
         assert code == 0 and onnx_file.stat().st_size > 1_000_000
+
+
+def test_a_team_name_downloads_once_and_a_truncated_body_leaves_nothing(server, tmp_path, monkeypatch):  # noqa: F811
+    """The acceptance run: DETECTOR_WEIGHTS_CATALOG names team-model (a checkpoint on a server on 127.0.0.1, its
+    SHA-256), TORCH_HOME is empty; detect.py IMAGE --weights team-model downloads it once and detects. Served
+    truncated, the same command exits 2 with one line and leaves no file under TORCH_HOME."""
+    from ..unit.test_downloads import Handler
+    from ..unit.tiny_checkpoint import write_tiny_checkpoint
+
+    body = write_tiny_checkpoint(tmp_path / "team.pt").read_bytes()
+    Handler.files["team.pt"] = body
+    image = tmp_path / "shelf.png"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    for mode, torch_home in (("good", tmp_path / "torch"), ("drop", tmp_path / "torch2")):
+        listing = tmp_path / f"{mode}.yaml"
+        listing.write_text(f"team-model:\n  url: {server}/{mode}/team.pt\n  sha256: "
+                           f"{hashlib.sha256(body).hexdigest()}\n  kind: checkpoint\n")  # fmt: skip
+        monkeypatch.setenv("DETECTOR_WEIGHTS_CATALOG", str(listing))
+        monkeypatch.setenv("TORCH_HOME", str(torch_home))
+        runs = [tool_in_process("tools/detect.py", str(image), "--weights", "team-model") for _ in range(2)]
+        if mode == "good":
+            assert [r.returncode for r in runs] == [0, 0], runs[0].stderr[-2000:]
+            assert Handler.requests == ["/good/team.pt"], "downloaded once, then from the cache"
+            assert "1 frames in" in runs[1].stdout
+        else:
+            errors = [[line for line in r.stderr.splitlines() if line.startswith("error:")] for r in runs]
+            assert [r.returncode for r in runs] == [2, 2] and all(len(e) == 1 for e in errors)
+            assert "the connection closed after" in errors[0][0] and "Traceback" not in runs[0].stderr
+            assert not [p for p in torch_home.rglob("*") if p.is_file()], "no file left under TORCH_HOME"
