@@ -18,6 +18,7 @@ import hashlib
 import http.client
 import logging
 import os
+import shutil
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -180,3 +181,39 @@ def remember_first_use(entry: NamedWeights, path: Path) -> None:
     tmp.replace(pin)
     log.info("%s: first use, SHA-256 %s kept in %s; later files must match it (pin it in a weights catalog with "
              "sha256: %s)", entry.name, digest, pin, digest)  # fmt: skip
+
+
+def check_cached(entry: NamedWeights) -> tuple[bool, str]:
+    """(ok, what) for the cached file of ``entry``: "missing", "verified", "first-use hash matches", "no hash
+    yet (recorded at first use)", or why it is refused."""
+    path = cached_path(entry)
+    if not path.is_file():
+        return True, "missing"
+    actual, pin = sha256_of(path), _pin_file(path)
+    if entry.sha256:
+        return (True, "verified") if actual == entry.sha256 else (False, f"SHA-256 {actual}, not {entry.sha256}")
+    if not pin.is_file():
+        return True, "no hash published; recorded at first use"
+    trusted = pin.read_text().split()[0]
+    return (True, "first-use hash matches") if actual == trusted else (False, f"SHA-256 {actual}, first use {trusted}")
+
+
+def import_file(entry: NamedWeights, source: Path) -> Path:
+    """Put ``source`` (downloaded elsewhere) into the cache as ``entry``'s file, after checking its SHA-256 (an
+    entry without a published hash: trusted on first use, as a download would be)."""
+    if not source.is_file():
+        raise UserError(f"{source}: no such file")
+    actual = sha256_of(source)
+    if entry.sha256 and actual != entry.sha256:
+        raise UserError(f"{source}: its SHA-256 is {actual}, {entry.name} has {entry.sha256}; not imported")
+    path = cached_path(entry)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as f:
+            shutil.copyfileobj(f, out, 1 << 20)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -130,6 +130,9 @@ def test_the_paper_model_from_the_zoo_archive_through_detect_eval_and_export(tmp
                           str(out))  # fmt: skip
     record = json.loads(out.read_text().splitlines()[0])
     assert code == 0 and len(record["detections"]) == 100  # TF's 100 per image at score 1e-8
+    archive = hub.cached_path(entry)  # no published hash: the first archive that converted is trusted from now on
+    first = hub.sha256_of(archive)
+    assert archive.with_name(archive.name + ".sha256").read_text().split()[0] == first
     data = tiny_dataset(tmp_path / "data", train=1, val=2)
     code = run_in_process("tools/eval_coco.py", "--weights", entry.name, "--data-root", str(data), "--output-dir",
                           str(tmp_path / "eval"), "--workers", "0")  # fmt: skip
@@ -139,6 +142,12 @@ def test_the_paper_model_from_the_zoo_archive_through_detect_eval_and_export(tmp
         code = run_in_process("tools/export.py", "--weights", entry.name, "--out", str(onnx_file), *extra,
                               )  # fmt: skip
         assert code == 0 and onnx_file.stat().st_size > 1_000_000
+    other = tmp_path / "other.tar.gz"  # another archive that would convert, swapped in under the name
+    write_zoo_tarball(other, "ssd_mobilenet_v3_small_coco_2020_01_14", frozen_graph("small", seed=1)[0])
+    other.replace(archive)
+    result = tool_in_process("tools/detect.py", photo, "--weights", entry.name)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"its SHA-256 is {hub.sha256_of(archive)}, but the copy first used here had {first}" in result.stderr
 
 
 def test_a_team_name_downloads_once_and_a_truncated_body_leaves_nothing(server, tmp_path, monkeypatch):  # noqa: F811
@@ -168,3 +177,30 @@ def test_a_team_name_downloads_once_and_a_truncated_body_leaves_nothing(server, 
             assert [r.returncode for r in runs] == [2, 2] and all(len(e) == 1 for e in errors)
             assert "the connection closed after" in errors[0][0] and "Traceback" not in runs[0].stderr
             assert not [p for p in torch_home.rglob("*") if p.is_file()], "no file left under TORCH_HOME"
+
+
+def test_the_weights_tool_lists_fetches_imports_and_verifies(server, tmp_path, monkeypatch):  # noqa: F811
+    from ..unit.test_downloads import BODY, DIGEST
+
+    listing = tmp_path / "team.yaml"
+    listing.write_text(f"team-model:\n  url: {server}/good/team.pt\n  sha256: {DIGEST}\n"
+                       f"carried:\n  url: https://intranet.example/carried.pt\n  sha256: {DIGEST}\n")  # fmt: skip
+    monkeypatch.setenv("DETECTOR_WEIGHTS_CATALOG", str(listing))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    result = tool_in_process("tools/weights.py", "fetch", "team-model")
+    assert result.returncode == 0 and (folder / "team.pt").read_bytes() == BODY
+    copy, wrong = tmp_path / "usb" / "carried.pt", tmp_path / "usb" / "other.pt"
+    copy.parent.mkdir()
+    copy.write_bytes(BODY), wrong.write_bytes(BODY[:-1])
+    result = tool_in_process("tools/weights.py", "import", str(wrong), "--name", "carried")
+    assert result.returncode == 2 and "not imported" in result.stderr and not (folder / "carried.pt").exists()
+    assert tool_in_process("tools/weights.py", "import", str(copy), "--name", "carried").returncode == 0
+    listed = tool_in_process("tools/weights.py", "list").stdout.splitlines()
+    assert [line.split()[2] for line in listed if line.startswith(("team-model", "carried", "torchvision-coco"))] == [
+        "missing", "cached", "cached"]  # fmt: skip
+    result = tool_in_process("tools/weights.py", "verify")
+    assert result.returncode == 0 and "team-model               ok: verified" in result.stdout
+    (folder / "team.pt").write_bytes(BODY[::-1])  # damaged in place
+    result = tool_in_process("tools/weights.py", "verify")
+    assert result.returncode == 1 and "team-model               REFUSED: SHA-256" in result.stdout
