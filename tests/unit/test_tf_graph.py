@@ -111,7 +111,8 @@ def test_paper_names_load_the_zoo_archive_from_the_cache(arch, tmp_path, monkeyp
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv(hub.OFFLINE_VARIABLE, "1")
     entry = catalog.CATALOG[f"paper-v3-{arch}-coco"]
-    with pytest.raises(UserError, match=f"{entry.filename} is not in .* from {entry.url} .*: download it and put it in"):
+    offline = f"{entry.filename} is not in .* from {entry.url} .*: download it and put it in"
+    with pytest.raises(UserError, match=offline):
         resolve.load_model(entry.name)
     graph, weights = frozen_graph(arch)
     hub.cached_path(entry).parent.mkdir(parents=True)
