@@ -54,6 +54,8 @@ def load(weights: str | Path = catalog.DEFAULT_DETECTOR, *, runtime: str | None 
     if runtime is None:
         runtime = "auto" if device == "cpu" and not half else runtimes.default_runtime(weights)
     if runtime == "auto":
+        if half:
+            raise UserError("--half applies to PyTorch on a GPU; --runtime auto measures the CPU runtimes")
         if device != "cpu":
             raise UserError("--runtime auto measures the CPU runtimes; with --device other than cpu, name one")
         return Detector(runtime_choice.choose(weights, threads).open(threads=threads), conf, classes)

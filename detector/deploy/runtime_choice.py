@@ -24,6 +24,7 @@ import importlib.util
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,6 +120,8 @@ def choose(weights: str | Path, threads: int | None = None, fp32_only: bool = Fa
     start = time.perf_counter()
     path = model_file(weights)
     digest = hub.sha256_of(path)
+    if path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():  # an IR's weights are in its .bin
+        digest = hashlib.sha256((digest + hub.sha256_of(path.with_suffix(".bin"))).encode()).hexdigest()
     key = f"{digest} | {cpu_signature()} | threads {threads or os.cpu_count()}" + (" | fp32" if fp32_only else "")
     store = cache_dir() / "runtime_choice.json"
     try:
@@ -127,17 +130,25 @@ def choose(weights: str | Path, threads: int | None = None, fp32_only: bool = Fa
         cache = {}
     hit = cache.get(key)
     _missing_hint(weights)
-    if hit and installed(hit["runtime"]) and (hit["file"] == str(weights) or Path(hit["file"]).is_file()):
+    # (entries from before the in-graph pre-processing candidates lack "exported": measured again)
+    if hit and "exported" in hit and installed(hit["runtime"]) and (not hit["exported"] or Path(hit["file"]).is_file()):
         log.info("runtime: %s, the fastest on this CPU (%.1f ms per 640x480 frame, measured %s; --runtime NAME "
-                 "forces one)", hit.get("label", hit["runtime"]), hit["ms"], hit["measured"][:10])  # fmt: skip
-        return Choice(hit["runtime"], hit["file"], hit.get("graph_preprocess", False))  # older caches lack both
+                 "forces one)", hit["label"], hit["ms"], hit["measured"][:10])  # fmt: skip
+        # the file of the same contents as given now, or our export of it (never a path typed on another run)
+        return Choice(hit["runtime"], hit["file"] if hit["exported"] else weights, hit["graph_preprocess"])
     usable = [n for n in RUNTIMES if installed(n) and not (fp32_only and n == "openvino-bf16")]
     files: dict[str, Path | str] = {name: weights for name in runtimes_for(weights) if name in usable}
     if not file_kind(weights):
-        onnx_file = exported_onnx(weights, digest)
+        try:
+            onnx_file = exported_onnx(weights, digest)
+        except UserError as exc:  # e.g. an operator or a mismatch the export refuses: PyTorch still runs it
+            log.warning("runtime: the ONNX export for the other runtimes failed (%s); measuring without them", exc)
+            onnx_file = None
         if onnx_file is not None:
             files.update({name: onnx_file for name in runtimes_for(onnx_file) if name in usable})
     options = {name: Choice(name, target) for name, target in files.items()}
+    if not options:  # no runtime for this file is installed: open_runner says what to install
+        return Choice(runtimes_for(weights)[0], weights)
     if len(options) == 1:  # nothing to compare with: no measurement, nothing cached
         name = next(iter(options))
         log.info("runtime: %s, the only one installed for %s", name, weights)
@@ -152,14 +163,15 @@ def choose(weights: str | Path, threads: int | None = None, fp32_only: bool = Fa
     log.info("runtime: %s, the fastest on this CPU (ms per 640x480 frame: %s; first run: %s in %.1f s, cached; "
              "--runtime NAME forces one)", best, table, first, time.perf_counter() - start)  # fmt: skip
     choice = options[best]
-    cache[key] = {"runtime": choice.runtime, "file": str(choice.target), "graph_preprocess": choice.graph_preprocess,
-                  "label": best, "ms": medians[best], "all_ms": medians,
-                  "measured": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+    cache[key] = {"runtime": choice.runtime, "file": str(choice.target), "exported": choice.target != weights,
+                  "graph_preprocess": choice.graph_preprocess, "label": best, "ms": medians[best],
+                  "all_ms": medians, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
     try:
         store.parent.mkdir(parents=True, exist_ok=True)
-        tmp = store.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
-        tmp.replace(store)  # atomic: a concurrent reader sees the old file or the new one
+        fd, tmp = tempfile.mkstemp(dir=store.parent, prefix=".runtime_choice.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(cache, indent=1))
+        os.replace(tmp, store)  # atomic: a concurrent reader sees the old file or the new one
     except OSError as exc:
         log.warning("runtime: cannot cache the choice in %s (%s); it will be measured again", store, exc)
     return choice

@@ -37,8 +37,9 @@ class Runner:
     """
 
     runtime = ""
-    # The engine computes on PyTorch's CPU thread pool, as pre- and post-processing do: run beside it on other
-    # threads they would oversubscribe the cores (detector.app.run keeps the three in one thread then).
+    # Pre-, post-processing and the engine must stay in one thread (detector.app.run does not overlap them): PyTorch
+    # on the CPU (one thread pool for all three: overlapped, they oversubscribe the cores) or on MPS (which aborts
+    # when two threads encode Metal work at once).
     torch_threads = False
 
     def __init__(self, categories: list[dict], input_size: tuple[int, int], max_batch: int | None = None,
@@ -110,7 +111,8 @@ class TorchRunner(Runner):
                  half: bool = False, resize: str = "cv2") -> None:  # fmt: skip
         super().__init__(categories, post.input_size, resize=resize)
         self.device = resolve_device(device)
-        self.torch_threads = self.device.type == "cpu"
+        # MPS also keeps them together: PyTorch aborts when two threads encode Metal work at once
+        self.torch_threads = self.device.type != "cuda"
         if half and self.device.type == "cpu":
             raise UserError("--half needs a GPU (cuda or mps); on the CPU use an int8 export instead")
         self.dtype = torch.float16 if half else torch.float32

@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +59,8 @@ class NamedWeights:
 
     @property
     def filename(self) -> str:
-        return self.url.rsplit("/", 1)[1]
+        """The file name in the cache: the last part of the URL's path (no query string)."""
+        return urllib.parse.urlparse(self.url).path.rsplit("/", 1)[-1]
 
 
 CATALOG: dict[str, NamedWeights] = {
@@ -117,10 +119,14 @@ DEFAULT_DETECTOR = "torchvision-coco"  # what tools/detect.py runs without --wei
 
 def user_catalog_files() -> list[Path]:
     """The user's catalog files: those of ``$DETECTOR_WEIGHTS_CATALOG``, then the per-user one if it exists."""
-    files = [Path(p) for p in os.environ.get(CATALOG_VARIABLE, "").split(os.pathsep) if p.strip()]
+    files = [Path(p).expanduser() for p in os.environ.get(CATALOG_VARIABLE, "").split(os.pathsep) if p.strip()]
     config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     default = config_home / "detector" / "weights.yaml"
-    return files + ([default] if default.is_file() and default not in files else [])
+    files += [default] if default.is_file() else []
+    unique: dict[Path, Path] = {}
+    for path in files:  # the same file named twice (or by two spellings) is read once
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
 
 
 def _entry(path: Path, name: object, fields: object) -> NamedWeights:
@@ -134,7 +140,8 @@ def _entry(path: Path, name: object, fields: object) -> NamedWeights:
         raise UserError(f"{where}: unknown key {unknown[0]!r}; expected {', '.join(ENTRY_KEYS)}")
     url, kind = str(fields.get("url", "")), str(fields.get("kind", "checkpoint"))
     sha256, backbone = str(fields.get("sha256", "")).lower(), str(fields.get("backbone", ""))
-    if not re.match(r"^(https?|file)://[^/]*/?.*[^/]$", url):
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("http", "https", "file") or not parsed.path.rsplit("/", 1)[-1]:
         raise UserError(f"{where}: url {url!r}: expected an http(s):// or file:// URL ending in the file name")
     if kind not in KINDS:
         raise UserError(f"{where}: kind {kind!r}: expected one of {', '.join(KINDS)}")
@@ -178,8 +185,11 @@ def user_entries() -> dict[str, NamedWeights]:
 
 
 def lookup(name: str) -> NamedWeights | None:
-    """The entry called ``name``: built in, or from the user's catalogs; None when there is none."""
-    return CATALOG.get(name) or user_entries().get(name)
+    """The entry called ``name``: built in, or from the user's catalogs; None when there is none. A path with a
+    folder in it is never a name (names have no slashes), so the catalog files are not read for it."""
+    if name in CATALOG or "/" in name or os.sep in name:
+        return CATALOG.get(name)
+    return user_entries().get(name)
 
 
 def names() -> list[str]:

@@ -61,6 +61,8 @@ def offline() -> bool:
 def source_url(entry: NamedWeights) -> str:
     """Where ``entry`` is downloaded from: its publisher's URL, or MIRROR/FILENAME with a mirror set."""
     mirror = os.environ.get(MIRROR_VARIABLE, "").strip()
+    if mirror and not mirror.startswith(("http://", "https://", "file://")):
+        raise UserError(f"{MIRROR_VARIABLE}={mirror!r}: expected an http(s):// or file:// URL")
     return f"{mirror.rstrip('/')}/{entry.filename}" if mirror else entry.url
 
 
@@ -110,10 +112,19 @@ def _stream(url: str, path: Path, timeout: float) -> None:
                     bar.update(len(chunk))
             if total and done != total:
                 raise OSError(f"the connection closed after {done:,} of {total:,} bytes")
-        os.replace(tmp, path)  # atomic: a reader, or another process fetching the same file, sees all or nothing
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Rename the complete temporary file into place (atomic: a reader, or another process fetching the same file,
+    sees all or nothing), with the permissions a new file gets (mkstemp's are owner-only: a shared cache)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
 
 
 def _reason(exc: BaseException) -> str:
@@ -212,8 +223,12 @@ def import_file(entry: NamedWeights, source: Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as f:
             shutil.copyfileobj(f, out, 1 << 20)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    pin = _pin_file(path)
+    if not entry.sha256 and pin.is_file() and pin.read_text().split()[0] != actual:
+        pin.unlink()  # importing is trusting: the new file's hash is kept at its first use
+        log.info("%s: the first-use SHA-256 kept in %s was another file's; removed", entry.name, pin)
     return path

@@ -90,11 +90,14 @@ def left_in(folder: Path) -> list[str]:
 
 
 def test_a_good_file_downloads_once_then_comes_from_the_cache(server, cache, capfd):
-    path = hub.fetch(entry(f"{server}/good/team.pt"))
+    path = hub.fetch(entry(f"{server}/good/team.pt?X-Signature=abc"))  # a presigned URL: the name is its path's
     assert path == cache / "team.pt" and path.read_bytes() == BODY
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask, "readable as any new file: a shared cache"
     assert "team.pt" in capfd.readouterr().err  # the progress bar
     assert hub.fetch(entry("http://127.0.0.1:9/good/team.pt")) == path  # nothing listens on port 9
-    assert Handler.requests == ["/good/team.pt"] and left_in(cache) == ["team.pt"]
+    assert Handler.requests == ["/good/team.pt?X-Signature=abc"] and left_in(cache) == ["team.pt"]
 
 
 @pytest.mark.parametrize(
@@ -127,6 +130,9 @@ def test_a_mirror_serves_every_file_by_its_name(server, cache, monkeypatch):
     monkeypatch.setenv(hub.MIRROR_VARIABLE, f"{server}/good/")
     path = hub.fetch(entry("https://models.example.com/releases/team.pt"))
     assert path.read_bytes() == BODY and Handler.requests == ["/good/team.pt"]
+    monkeypatch.setenv(hub.MIRROR_VARIABLE, "artifacts.example.com/weights")
+    with pytest.raises(UserError, match="DETECTOR_WEIGHTS_MIRROR='artifacts.example.com/weights': expected an http"):
+        hub.fetch(entry("https://models.example.com/releases/other.pt"))
 
 
 def write_catalog(path: Path, text: str) -> Path:

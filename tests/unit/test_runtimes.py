@@ -290,3 +290,18 @@ def test_the_graph_preprocessing_is_pythons_pixel_for_pixel(resize):
         else:
             levels = np.abs(got - want) * 255
             assert levels.max() < 1 + 1e-3 and (levels < 1e-3).mean() > 0.85, (frame.shape, (levels < 1e-3).mean())
+
+
+def test_a_cached_choice_opens_the_file_given_now_and_a_missing_runtime_is_one_line(files, tmp_path, monkeypatch):
+    """Two copies of one model in two folders share a cache entry; each run opens its own copy. A file no
+    installed runtime runs is the one-line install hint, not a crash."""
+    monkeypatch.setenv("DETECTOR_CACHE", str(tmp_path / "cache"))
+    for folder in ("v1", "v2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "model.onnx").write_bytes(files["onnx"].read_bytes())
+        choice = runtime_choice.choose(tmp_path / folder / "model.onnx", threads=1)
+        assert choice.target == tmp_path / folder / "model.onnx"
+    if not runtimes.installed("executorch"):
+        (tmp_path / "model.pte").write_bytes(b"not read")
+        with pytest.raises(UserError, match=r"^--runtime executorch is not installed: pip install"):
+            api.load(tmp_path / "model.pte")
