@@ -179,7 +179,7 @@ def test_a_team_name_downloads_once_and_a_truncated_body_leaves_nothing(server, 
             assert not [p for p in torch_home.rglob("*") if p.is_file()], "no file left under TORCH_HOME"
 
 
-def test_the_weights_tool_lists_fetches_imports_and_verifies(server, tmp_path, monkeypatch):  # noqa: F811
+def test_convert_lists_fetches_imports_and_verifies_the_cache(server, tmp_path, monkeypatch):  # noqa: F811
     from ..unit.test_downloads import BODY, DIGEST
 
     listing = tmp_path / "team.yaml"
@@ -188,19 +188,19 @@ def test_the_weights_tool_lists_fetches_imports_and_verifies(server, tmp_path, m
     monkeypatch.setenv("DETECTOR_WEIGHTS_CATALOG", str(listing))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     folder = tmp_path / "torch" / "hub" / "checkpoints"
-    result = tool_in_process("tools/weights.py", "fetch", "team-model")
+    result = tool_in_process("tools/convert.py", "--fetch", "team-model")
     assert result.returncode == 0 and (folder / "team.pt").read_bytes() == BODY
     copy, wrong = tmp_path / "usb" / "carried.pt", tmp_path / "usb" / "other.pt"
     copy.parent.mkdir()
     copy.write_bytes(BODY), wrong.write_bytes(BODY[:-1])
-    result = tool_in_process("tools/weights.py", "import", str(wrong), "--name", "carried")
+    result = tool_in_process("tools/convert.py", "--import", str(wrong), "--name", "carried")
     assert result.returncode == 2 and "not imported" in result.stderr and not (folder / "carried.pt").exists()
-    assert tool_in_process("tools/weights.py", "import", str(copy), "--name", "carried").returncode == 0
-    listed = tool_in_process("tools/weights.py", "list").stdout.splitlines()
+    assert tool_in_process("tools/convert.py", "--import", str(copy), "--name", "carried").returncode == 0
+    listed = tool_in_process("tools/convert.py", "--list").stdout.splitlines()
     assert [line.split()[2] for line in listed if line.startswith(("team-model", "carried", "torchvision-coco"))] == [
         "missing", "cached", "cached"]  # fmt: skip
-    result = tool_in_process("tools/weights.py", "verify")
+    result = tool_in_process("tools/convert.py", "--verify")
     assert result.returncode == 0 and "team-model               ok: verified" in result.stdout
     (folder / "team.pt").write_bytes(BODY[::-1])  # damaged in place
-    result = tool_in_process("tools/weights.py", "verify")
+    result = tool_in_process("tools/convert.py", "--verify")
     assert result.returncode == 1 and "team-model               REFUSED: SHA-256" in result.stdout
