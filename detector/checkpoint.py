@@ -1,4 +1,5 @@
-"""Checkpoints: written atomically (temp file, fsync, rename), read with ``torch.load(weights_only=True)``.
+"""Checkpoints: written atomically (temp file, fsync, rename), read with ``torch.load(weights_only=True)``;
+``atomic_file``, the same rename for any other file a run must never leave half-written.
 
 A checkpoint is a dict of plain data and tensors:
     format: "detector-checkpoint", version: 1,
@@ -9,12 +10,15 @@ A checkpoint is a dict of plain data and tensors:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import torch
 
@@ -27,6 +31,27 @@ def previous_path(path: str | Path) -> Path:
     """Where ``save(..., keep_previous=True)`` keeps the checkpoint it replaces: last.pt -> last.prev.pt."""
     path = Path(path)
     return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """``with atomic_file(path) as f: ...`` writes a temporary file beside ``path`` and renames it to ``path`` when
+    the block ends, or removes it when the block raises: readers, and other processes writing the same path, see the
+    old file or a complete new one, never a partial one. The file gets the permissions of any new file (not
+    mkstemp's owner-only ones: caches may be shared). For a checkpoint, which also needs fsync, use ``save``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def save(path: str | Path, payload: dict, keep_previous: bool = False) -> None:

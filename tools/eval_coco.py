@@ -23,6 +23,7 @@ import argparse
 from pathlib import Path
 
 from detector import build, cli
+from detector.build import LoadedModel
 from detector.config import DataConfig
 from detector.data.minival import SPLITS, minival_dataset_files, val2017_overlap
 from detector.deploy import runtime_choice, runtimes
@@ -41,11 +42,11 @@ def overlap_line(counts: dict[str, int]) -> str:
             f"minus minival): a val2017 figure of TF-trained weights is biased upward")  # fmt: skip
 
 
-def open_runner(args: argparse.Namespace) -> Runner:
-    """The checkpoint on the runtime of --runtime; the fastest float32 one on the CPU unless told (bf16 would
-    move the metrics)."""
+def open_runner(args: argparse.Namespace, loaded: LoadedModel) -> Runner:
+    """The checkpoint (``loaded``) on the runtime of --runtime; the fastest float32 one on the CPU unless told
+    (bf16 would move the metrics)."""
     if (args.runtime or ("auto" if args.device == "cpu" else "torch")) == "torch":
-        return runtimes.open_runner("torch", args.weights, args.device)
+        return runtimes.torch_runner(loaded, args.device)
     if args.device != "cpu":
         raise UserError("--runtime auto measures the CPU runtimes; with --device other than cpu, use --runtime torch")
     return runtime_choice.choose(args.weights, fp32_only=True).open()
@@ -102,7 +103,7 @@ def main() -> int:
             split += " (partial)" if found.missing else ""
         dataset = build.build_eval_dataset(loaded.config, data)
         print(f"evaluating {split}: {len(dataset):,} images")
-        runner = open_runner(args)
+        runner = open_runner(args, loaded)
         result = evaluate_model(runner, dataset, args.batch_size, args.workers)
         result.split = split
         m = loaded.config.model  # what tools/table6.py --map reads to place the result in its row

@@ -272,7 +272,7 @@ def run_detection(
             # A live source keeps only its newest frame on its own thread; a queue after it would hold a frame while
             # the model works on the previous one, so each detection would lag by one more model time. Taking the
             # frame when the model is free gives the freshest one, and all that is left to do here is a cheap copy.
-            overlap = overlap and not detector.runner.torch_threads
+            overlap = overlap and not detector.runner.serial_stages
             prepare = detector.prepare if overlap else None
             post_on_writer = overlap and not show
             feed = DirectFeed(iter(source), prepare) if source.live else ReaderFeed(iter(source), prepare)

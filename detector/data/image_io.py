@@ -103,7 +103,13 @@ def to_model_input(images: torch.Tensor, device: torch.device | str | None = Non
     return x.to(torch.float32, copy=True).div_(255.0)  # a new tensor: a float batch is not scaled in place
 
 
+def resize_batch(images: list[np.ndarray], size: tuple[int, int], resize: str = "cv2") -> torch.Tensor:
+    """Decoded frames of any sizes -> one (N, H, W, 3) batch at ``size`` = (H, W) by the ``resize`` method of
+    ``resize_rgb`` (uint8 for cv2, float32 for tf_legacy): ``to_model_input``'s input."""
+    return torch.from_numpy(np.stack([resize_rgb(im, size, resize) for im in images]))
+
+
 def preprocess(images: list[np.ndarray], size: tuple[int, int], resize: str = "cv2") -> torch.Tensor:
     """Decoded frames of any sizes -> (N, 3, H, W) float32 model input of ``size`` = (H, W), on the CPU, by
     the ``resize`` method of ``resize_rgb``."""
-    return to_model_input(torch.from_numpy(np.stack([resize_rgb(im, size, resize) for im in images])))
+    return to_model_input(resize_batch(images, size, resize))

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+from detector.checkpoint import atomic_file
 from detector.data.annotations import read_annotation_json
 from detector.errors import UserError
 
@@ -63,12 +63,6 @@ def _stamp(path: Path) -> list:
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
 def _merged(data_root: Path, cache_dir: Path, allow_partial: bool) -> dict:
     """The minival records of both 2017 annotation files: {"images", "annotations", "categories", "info"};
     images carry ``file_name`` as ``FOLDER/NAME``. Read from ``cache_dir`` when its sources are unchanged."""
@@ -102,7 +96,8 @@ def _merged(data_root: Path, cache_dir: Path, allow_partial: bool) -> dict:
         elif merged["categories"] != data["categories"]:
             raise UserError(f"{path}: its categories differ from those of {present[0]}: not one COCO release")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(cached, merged)
+    with atomic_file(cached, "w") as f:
+        json.dump(merged, f)
     return merged
 
 
@@ -134,7 +129,8 @@ def minival_dataset_files(data_root: str | Path, cache_dir: str | Path, allow_pa
     partial = {**merged, "images": [im for im in merged["images"] if im["id"] in present],
                "annotations": [a for a in merged["annotations"] if a["image_id"] in present]}  # fmt: skip
     result.ann_file = cache / MERGED_NAME.replace(".json", "_partial.json")
-    _write_json_atomic(result.ann_file, partial)
+    with atomic_file(result.ann_file, "w") as f:
+        json.dump(partial, f)
     return result
 
 

@@ -24,12 +24,12 @@ import importlib.util
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from detector.checkpoint import atomic_file
 from detector.data.synthetic import synthetic_frames
 from detector.deploy.pipeline import ExportOptions, export
 from detector.deploy.runtimes import RUNTIMES, file_kind, installed, installed_module, open_runner, runtimes_for
@@ -167,11 +167,8 @@ def choose(weights: str | Path, threads: int | None = None, fp32_only: bool = Fa
                   "graph_preprocess": choice.graph_preprocess, "label": best, "ms": medians[best],
                   "all_ms": medians, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
     try:
-        store.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=store.parent, prefix=".runtime_choice.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
+        with atomic_file(store, "w") as f:  # a concurrent reader sees the old file or the new one
             f.write(json.dumps(cache, indent=1))
-        os.replace(tmp, store)  # atomic: a concurrent reader sees the old file or the new one
     except OSError as exc:
         log.warning("runtime: cannot cache the choice in %s (%s); it will be measured again", store, exc)
     return choice

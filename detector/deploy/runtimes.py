@@ -19,6 +19,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from detector.build import LoadedModel
 from detector.deploy.executorch_format import ExecuTorchRunner
 from detector.deploy.fuse import fuse_for_inference
 from detector.deploy.onnx_format import OnnxRunner
@@ -103,7 +104,11 @@ def open_runner(name: str, weights: str | Path, device: str = "cpu", half: bool 
         return ExecuTorchRunner(weights, threads)
     if name in ("openvino", "openvino-bf16"):
         return OpenVinoRunner(weights, "bf16" if name == "openvino-bf16" else "f32", threads, graph_preprocess)
-    m = load_model(weights)
+    return torch_runner(load_model(weights), device, half)
+
+
+def torch_runner(m: LoadedModel, device: str = "cpu", half: bool = False) -> TorchRunner:
+    """The PyTorch runner of a model already loaded: BatchNorm folded, channels-last on the CPU."""
     on_cpu = resolve_device(device).type == "cpu"
     model = fuse_for_inference(m.model, channels_last=on_cpu)
     return TorchRunner(model, m.post, m.categories, device, half, resize=m.config.data.resize)

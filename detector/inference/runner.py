@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from detector.data.image_io import resize_rgb, to_model_input
+from detector.data.image_io import resize_batch, to_model_input
 from detector.errors import UserError
 from detector.inference.device import resolve_device
 from detector.inference.timing import StageTimes
@@ -40,7 +40,7 @@ class Runner:
     # Pre-, post-processing and the engine must stay in one thread (detector.app.run does not overlap them): PyTorch
     # on the CPU (one thread pool for all three: overlapped, they oversubscribe the cores) or on MPS (which aborts
     # when two threads encode Metal work at once).
-    torch_threads = False
+    serial_stages = False
 
     def __init__(self, categories: list[dict], input_size: tuple[int, int], max_batch: int | None = None,
                  resize: str = "cv2") -> None:  # fmt: skip
@@ -53,8 +53,7 @@ class Runner:
 
     def prepare(self, frames: list[np.ndarray]):
         """Frames of any sizes -> the engine's input: the frames resized to ``input_size``, then ``from_resized``."""
-        return self.from_resized(torch.from_numpy(np.stack([resize_rgb(f, self.input_size, self.resize)
-                                                            for f in frames])))  # fmt: skip
+        return self.from_resized(resize_batch(frames, self.input_size, self.resize))
 
     def from_resized(self, images: torch.Tensor):
         """(N, H, W, 3) RGB at ``input_size``, uint8 (or float32 in [0, 255]) -> the engine's input: by default
@@ -112,7 +111,7 @@ class TorchRunner(Runner):
         super().__init__(categories, post.input_size, resize=resize)
         self.device = resolve_device(device)
         # MPS also keeps them together: PyTorch aborts when two threads encode Metal work at once
-        self.torch_threads = self.device.type != "cuda"
+        self.serial_stages = self.device.type != "cuda"
         if half and self.device.type == "cpu":
             raise UserError("--half needs a GPU (cuda or mps); on the CPU use an int8 export instead")
         self.dtype = torch.float16 if half else torch.float32

@@ -19,13 +19,13 @@ import http.client
 import logging
 import os
 import shutil
-import tempfile
 import urllib.request
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from detector.checkpoint import atomic_file
 from detector.errors import UserError
 from detector.weights.catalog import NamedWeights
 
@@ -101,30 +101,15 @@ def _stream(url: str, path: Path, timeout: float) -> None:
     place only when the whole body (``Content-Length``) arrived, and removed on any error. ``timeout``: seconds
     a connection may stay silent (connecting, or between two reads)."""
     request = urllib.request.Request(url, headers={"User-Agent": "detector (python urllib)"})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
-            total, done = int(response.headers.get("Content-Length") or 0), 0
-            with tqdm(total=total or None, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name) as bar:
-                while chunk := response.read(1 << 16):
-                    out.write(chunk)
-                    done += len(chunk)
-                    bar.update(len(chunk))
-            if total and done != total:
-                raise OSError(f"the connection closed after {done:,} of {total:,} bytes")
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _publish(tmp: str, path: Path) -> None:
-    """Rename the complete temporary file into place (atomic: a reader, or another process fetching the same file,
-    sees all or nothing), with the permissions a new file gets (mkstemp's are owner-only: a shared cache)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+    with urllib.request.urlopen(request, timeout=timeout) as response, atomic_file(path) as out:
+        total, done = int(response.headers.get("Content-Length") or 0), 0
+        with tqdm(total=total or None, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name) as bar:
+            while chunk := response.read(1 << 16):
+                out.write(chunk)
+                done += len(chunk)
+                bar.update(len(chunk))
+        if total and done != total:
+            raise OSError(f"the connection closed after {done:,} of {total:,} bytes")
 
 
 def _reason(exc: BaseException) -> str:
@@ -168,13 +153,20 @@ def _pin_file(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+def _pinned(path: Path) -> str | None:
+    """The SHA-256 kept at the first use of ``path`` (an entry without a published hash), or None."""
+    pin = _pin_file(path)
+    return pin.read_text().split()[0] if pin.is_file() else None
+
+
 def _check_first_use(path: Path) -> None:
     """A file of an entry without a published hash: refused when it differs from the first one that converted."""
-    pin = _pin_file(path)
-    if not pin.is_file():
+    trusted = _pinned(path)
+    if trusted is None:
         return
-    trusted, actual = pin.read_text().split()[0], sha256_of(path)
+    actual = sha256_of(path)
     if actual != trusted:
+        pin = _pin_file(path)
         raise UserError(
             f"{path}: refused: its SHA-256 is {actual}, but the copy first used here had {trusted} (kept in "
             f"{pin.name}); if the new file is right, delete {pin.name} to trust it, or pin a hash in a weights catalog"
@@ -187,9 +179,8 @@ def remember_first_use(entry: NamedWeights, path: Path) -> None:
     if entry.sha256 or pin.is_file():
         return
     digest = sha256_of(path)
-    tmp = pin.with_name(pin.name + ".tmp")
-    tmp.write_text(f"{digest}  {path.name}\n")
-    tmp.replace(pin)
+    with atomic_file(pin, "w") as f:
+        f.write(f"{digest}  {path.name}\n")
     log.info("%s: first use, SHA-256 %s kept in %s; later files must match it (pin it in a weights catalog with "
              "sha256: %s)", entry.name, digest, pin, digest)  # fmt: skip
 
@@ -200,12 +191,12 @@ def check_cached(entry: NamedWeights) -> tuple[bool, str]:
     path = cached_path(entry)
     if not path.is_file():
         return True, "missing"
-    actual, pin = sha256_of(path), _pin_file(path)
+    actual = sha256_of(path)
     if entry.sha256:
         return (True, "verified") if actual == entry.sha256 else (False, f"SHA-256 {actual}, not {entry.sha256}")
-    if not pin.is_file():
+    trusted = _pinned(path)
+    if trusted is None:
         return True, "no hash published; recorded at first use"
-    trusted = pin.read_text().split()[0]
     return (True, "first-use hash matches") if actual == trusted else (False, f"SHA-256 {actual}, first use {trusted}")
 
 
@@ -218,17 +209,9 @@ def import_file(entry: NamedWeights, source: Path) -> Path:
     if entry.sha256 and actual != entry.sha256:
         raise UserError(f"{source}: its SHA-256 is {actual}, {entry.name} has {entry.sha256}; not imported")
     path = cached_path(entry)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, open(source, "rb") as f:
-            shutil.copyfileobj(f, out, 1 << 20)
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    pin = _pin_file(path)
-    if not entry.sha256 and pin.is_file() and pin.read_text().split()[0] != actual:
-        pin.unlink()  # importing is trusting: the new file's hash is kept at its first use
-        log.info("%s: the first-use SHA-256 kept in %s was another file's; removed", entry.name, pin)
+    with atomic_file(path) as out, open(source, "rb") as f:
+        shutil.copyfileobj(f, out, 1 << 20)
+    if not entry.sha256 and _pinned(path) not in (None, actual):
+        _pin_file(path).unlink()  # importing is trusting: the new file's hash is kept at its first use
+        log.info("%s: the first-use SHA-256 kept in %s was another file's; removed", entry.name, _pin_file(path))
     return path
