@@ -111,7 +111,7 @@ def ours_step(layout: str, loss: str, batch: int, device: torch.device) -> Calla
     settings = StepSettings(device, amp=amp, channels_last=amp)
 
     def step() -> None:
-        train_step(model, criterion, images, targets, optim, settings)
+        train_step(model, criterion, [(images, targets)], optim, settings)
         _sync(device)
 
     return step

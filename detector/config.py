@@ -115,7 +115,9 @@ class DataConfig(_Section):
     # Augmentation steps in order, from: photometric, zoom_out, ssd_crop (TF), iou_crop (torchvision), hflip.
     augment: list[AugmentStep] = field(default_factory=lambda: ["hflip", "ssd_crop"])
     zoom_out_max: float = 4.0
-    workers: int = 2
+    # loader processes per training process; auto: the cores this process may use, shared with the other
+    # processes of this machine, one left for the training loop, at most 8 (0 on a CPU run of 4 cores or fewer)
+    workers: int | Literal["auto"] = 2
     preflight: bool = True  # check every image file before training (missing, empty, unreadable, truncated)
     # contiguous: label k is the k-th category by id | category_id: label k is category id k (TF's and
     # torchvision's COCO models: 90 slots for COCO's 80 categories, Table 6's parameter counts)
@@ -131,6 +133,10 @@ class TrainConfig(_Section):
     SECTION = "train"
     epochs: int = 1
     batch_size: int = 32  # global: split over the processes, so the recipe means the same on 1 or N
+    # images per forward pass and process (at most the process's share, batch_size / processes, which it must
+    # divide); each optimiser step accumulates share / micro_batch passes. 0: the whole share; auto: the largest
+    # that fits the GPU (on the CPU: 0). BatchNorm statistics are per micro-batch (docs/training.md)
+    micro_batch: int | Literal["auto"] = 0
     lr: float = 0.4  # for the global batch
     momentum: float = 0.9
     weight_decay: float = 4e-5  # on convolution weights only
@@ -152,6 +158,12 @@ class TrainConfig(_Section):
     max_bad_steps: int = 20  # consecutive non-finite losses before training stops
     log_every: int = 20  # iterations between TensorBoard points
     checkpoint_every: int = 0  # iterations between mid-epoch saves of last.pt (0: at epoch ends only)
+
+    def check(self) -> None:
+        if self.micro_batch == 1 and not self.freeze_bn:
+            # The last feature maps are 1x1: BatchNorm in training mode needs two values per channel.
+            raise ConfigError("train.micro_batch 1: BatchNorm needs at least 2 images per forward pass; use 2 or "
+                              "more, or train.freeze_bn=true")  # fmt: skip
 
 
 @dataclass
@@ -199,9 +211,10 @@ RANGES: dict[str, tuple[Callable[[typing.Any], bool], str]] = {
     "postprocess.topk_per_class": (_at_least_one, "at least 1"),
     "postprocess.max_detections": (_at_least_one, "at least 1"),
     "data.zoom_out_max": (_at_least_one, "at least 1"),
-    "data.workers": (_nonnegative, "0 or more"),
+    "data.workers": (lambda v: v == "auto" or v >= 0, "auto or 0 or more"),
     "train.epochs": (_at_least_one, "at least 1"),
     "train.batch_size": (_at_least_one, "at least 1"),
+    "train.micro_batch": (lambda v: v == "auto" or v >= 0, "auto, 0 (batch_size / processes) or more"),
     "train.lr": (_nonnegative, "0 or more"),
     "train.momentum": (_fraction, "a value in [0, 1]"),
     "train.weight_decay": (_nonnegative, "0 or more"),
@@ -226,6 +239,21 @@ def _check_literal(key: str, value: object, hint: object) -> None:
             _check_literal(f"{key}[{i}]", item, typing.get_args(hint)[0])
     elif typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
         raise ConfigError(f"{key}: unknown {value!r}; expected one of {', '.join(typing.get_args(hint))}")
+    elif typing.get_origin(hint) in (typing.Union, types.UnionType) and isinstance(value, str):
+        words = [w for a in typing.get_args(hint) if typing.get_origin(a) is Literal for w in typing.get_args(a)]
+        if words and value not in words:
+            raise ConfigError(f"{key}: unknown {value!r}; expected {_describe(typing.get_args(hint))}")
+
+
+def _describe(alternatives: tuple) -> str:
+    """E.g. ``an integer or 'auto'`` for ``int | Literal["auto"]``."""
+    kinds = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    names = [
+        " or ".join(repr(w) for w in typing.get_args(a)) if typing.get_origin(a) is Literal else kinds[a]
+        for a in alternatives
+        if a is not type(None)
+    ]
+    return " or ".join(names)
 
 
 def _check_type(key: str, value: object, hint: object) -> object:
@@ -234,7 +262,15 @@ def _check_type(key: str, value: object, hint: object) -> object:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(hint):
             return None
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        alternatives = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(alternatives) > 1:  # e.g. int | Literal["auto"]: the first that takes the value
+            for alternative in alternatives:
+                try:
+                    return _check_type(key, value, alternative)
+                except ConfigError:
+                    pass
+            raise ConfigError(f"{key}: expected {_describe(tuple(alternatives))}, got {value!r}")
+        hint = alternatives[0]
         origin = typing.get_origin(hint)
     if origin is list:
         if not isinstance(value, (list, tuple)):

@@ -123,6 +123,8 @@ def main() -> int:
             log.warning("%s: saving a checkpoint after this step, then exiting", signal.Signals(signum).name)
 
         fault = FaultInjector.from_environment(dist.rank)
+        if fault is not None:
+            fault.attach(t.model)
         with cli.stop_requests(request_stop) as received:
             try:
                 metrics = fit(t, state, out_dir, run_log, stop, fault=fault, stop_after=args.stop_after_epoch)

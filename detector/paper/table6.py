@@ -10,6 +10,10 @@ from detector.errors import UserError
 
 # The TF training recipe of every row, from scratch (docs/paper.md, section 4).
 TF_BATCH_SIZE = 512  # 32 replicas
+# TF's TPU path gave each of the 32 replicas 16 of the 512 images, and slim's batch_norm took its statistics
+# over the replica's images only (no cross-replica BatchNorm on the TF1 SSD path): micro-batches of 16 keep
+# that, on any number of GPUs of any size (docs/training.md, "The paper's recipe on one GPU").
+TF_REPLICA_BATCH = 16
 TF_MOMENTUM = 0.9  # SGD
 TF_WEIGHT_DECAY = 4e-5  # L2 on conv weights
 TF_LR = 0.4  # cosine decay from here to 0
@@ -31,7 +35,7 @@ MAX_DETECTIONS = 100
 COCO_TRAIN_IMAGES = 118_287  # COCO 2017 train images: one epoch
 DATA_ROOT = "data/coco"
 TF_INIT_STD = 0.03  # conv_hyperparams initializer of the paper's TF config
-WORKERS = 8
+WORKERS = "auto"  # the cores of each process, shared (detector.training.capacity.auto_workers)
 EVAL_EVERY = 50  # epochs
 
 
@@ -144,6 +148,7 @@ def paper_recipe(row: Row) -> Config:
         train=TrainConfig(
             epochs=row.epochs,
             batch_size=TF_BATCH_SIZE,
+            micro_batch=TF_REPLICA_BATCH,
             lr=TF_LR,
             momentum=TF_MOMENTUM,
             weight_decay=TF_WEIGHT_DECAY,
@@ -172,6 +177,8 @@ def recipe_yaml(row: Row) -> str:
         f"# TF: {row.tf_steps // 1000}k steps at batch {TF_BATCH_SIZE} (32 replicas) = {row.epochs} COCO epochs; "
         f"SGD {TF_MOMENTUM}, cosine from {TF_LR}, warmup {TF_WARMUP_STEPS} steps from {TF_WARMUP_START_LR}; "
         f"paper mAP {row.paper_map:.1f}.\n"
+        f"# BatchNorm over {TF_REPLICA_BATCH} images as on each TF replica: train.micro_batch {TF_REPLICA_BATCH}, the "
+        f"gradient of all {TF_BATCH_SIZE} per step, on any GPU count and size.\n"
         "# Complete recipe: every key is here; override with --set section.key=value.\n"
         "# Written by `python tools/table6.py --write-recipes configs` from detector/paper/table6.py: edit that.\n"
     )

@@ -39,14 +39,23 @@ def match_targets(
 
 
 class _SSDLoss:
-    """Matching shared by both losses; subclasses implement ``compute``."""
+    """Matching shared by both losses; subclasses implement ``compute``.
+
+    ``loss(box_regression, class_logits, anchors, targets)`` matches, normalises and computes in one call. The
+    training step calls the parts: ``match`` on the whole step's targets first (matching needs only anchors and
+    boxes), the normaliser of the whole global batch, then ``compute`` per micro-batch on its slice of the
+    matches; the micro-batch losses then add up to the whole batch's loss, and so do their gradients."""
 
     def __init__(self, iou_threshold: float) -> None:
         self.matcher, self.coder = Matcher(iou_threshold), BoxCoder()
 
     def __call__(self, box_regression, class_logits, anchors, targets) -> dict[str, torch.Tensor]:
-        labels, codes = match_targets(targets, anchors, self.matcher, self.coder)
+        labels, codes = self.match(targets, anchors)
         return self.compute(box_regression, class_logits, labels, codes, matched_anchor_normalizer(labels))
+
+    def match(self, targets: list[dict[str, torch.Tensor]], anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-anchor labels (N, A) int64 (0 background, -1 ignored) and box codes (N, A, 4) float."""
+        return match_targets(targets, anchors, self.matcher, self.coder)
 
 
 def matched_anchor_normalizer(labels: torch.Tensor) -> float:

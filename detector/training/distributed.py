@@ -15,6 +15,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    local_world_size: int = 1  # processes on this machine (they share its cores)
 
     @property
     def is_main(self) -> bool:
@@ -50,7 +51,7 @@ def init(device: str = "auto") -> DistInfo:
             dist.init_process_group(
                 backend, store=dist.PrefixStore(f"attempt{restart}", store), rank=rank, world_size=world
             )
-    return DistInfo(rank, world, local, dev)
+    return DistInfo(rank, world, local, dev, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def world_size() -> int:

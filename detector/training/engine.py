@@ -1,17 +1,19 @@
 """The training engine: one SGD step, one epoch, one evaluation, as plain functions of explicit objects.
 
-Per step: uint8 batch (N, H, W, 3) -> float input on the device -> model -> raw outputs (box codes (N, A, 4),
-class logits (N, A, C + 1)) -> the criterion (matching, loss normalised by the matched anchors of all
-processes) -> backward (AMP on CUDA) -> optional clipping -> SGD step -> schedule -> EMA. A non-finite loss
+Per step: the step's targets matched to the anchors, the matched anchors of the whole global batch counted ->
+for each micro-batch: uint8 images (n, H, W, 3) -> float input on the device -> model -> raw outputs (box codes
+(n, A, 4), class logits (n, A, C + 1)) -> loss on its slice of the matches, divided by that global count ->
+backward (AMP on CUDA; gradients add up) -> then optional clipping -> SGD step -> schedule -> EMA. A non-finite loss
 on any process skips the step everywhere and puts BatchNorm's running statistics back to their values before
 the step (``BatchNormSnapshot``); ``max_bad_steps`` in a row stop training.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +28,7 @@ from detector.evaluation.coco_eval import evaluate as coco_evaluate
 from detector.evaluation.predict import predict_coco
 from detector.inference.runner import TorchRunner
 from detector.ssd.detections import LabelMap
+from detector.ssd.losses import FocalLoss, HardNegativeSoftmaxLoss, matched_anchor_normalizer
 from detector.ssd.postprocess import PostProcessor
 from detector.training import distributed
 from detector.training.optim import Optimisation
@@ -48,6 +51,7 @@ class StepSettings:
     clip_grad_norm: float = 0.0  # 0: off
     freeze_bn: bool = False  # BatchNorm layers stay in inference mode
     max_bad_steps: int = 20  # non-finite losses in a row before training stops
+    micro_batches: int = 1  # forward passes (loader batches) per optimiser step: gradient accumulation
     freeze_backbone_epochs: int = 0  # epochs 0..N-1 leave the backbone (weights and BatchNorm) as it is
 
 
@@ -85,32 +89,53 @@ class BatchNormSnapshot:
             torch._foreach_copy_(self.live, self.saved)
 
 
+MicroBatch = tuple[torch.Tensor, list[dict]]  # images (n, H, W, 3) uint8 and their targets, as the loader gives
+
+
 def train_step(
     model: nn.Module,
-    criterion: Callable,
-    images: torch.Tensor,
-    targets: list[dict],
+    criterion: FocalLoss | HardNegativeSoftmaxLoss,
+    batch: Sequence[MicroBatch],
     optim: Optimisation,
     settings: StepSettings,
 ) -> dict | None:
-    """One SGD step on a batch: images (N, H, W, 3) uint8, targets as ``CocoDetection`` gives them (boxes
-    (M, 4) float32 xyxy input pixels, labels (M,) int64 1..C, crowd_boxes (G, 4)). ``model`` may be wrapped in
-    DistributedDataParallel. Returns the losses averaged over processes ({"total", "box", "cls"} floats), or
-    None when a non-finite loss skipped the step (BatchNorm's running statistics then hold that batch's
-    update: ``train_one_epoch`` puts them back with a ``BatchNormSnapshot``)."""
-    net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    x = to_model_input(images, settings.device)
-    if settings.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    targets = [{k: (v.to(settings.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-    with torch.autocast("cuda", dtype=torch.float16, enabled=settings.amp):
-        box, logits = model(x)
-    losses = criterion(box.float(), logits.float(), net.anchors, targets)
-    finite = distributed.all_reduce_sum(torch.isfinite(losses["total"]).double().reshape(1)).item()
+    """One SGD step on this process's share of the global batch, given as micro-batches (one forward and
+    backward pass each; their gradients add up). Images (n, H, W, 3) uint8, targets as ``CocoDetection`` gives
+    them (boxes (M, 4) float32 xyxy input pixels, labels (M,) int64 1..C, crowd_boxes (G, 4)). ``model`` may be
+    wrapped in DistributedDataParallel: gradients are then exchanged once, on the last micro-batch.
+
+    The whole step's targets are matched first and the loss is divided by the matched anchors of the global
+    batch (all micro-batches, all processes), so any split into micro-batches and processes computes the
+    gradient of the whole batch. Returns the losses averaged over processes ({"total", "box", "cls"} floats), or
+    None when a non-finite loss on any process skipped the step (BatchNorm's running statistics then hold that
+    batch's update: ``train_one_epoch`` puts them back with a ``BatchNormSnapshot``)."""
+    ddp = isinstance(model, nn.parallel.DistributedDataParallel)
+    net = model.module if ddp else model
+    targets = [{k: (v.to(settings.device) if torch.is_tensor(v) else v) for k, v in t.items()}
+               for _, micro in batch for t in micro]  # fmt: skip
+    with torch.no_grad():
+        labels, codes = criterion.match(targets, net.anchors)
+    normalizer = matched_anchor_normalizer(labels)  # the global batch's matched anchors / processes
     optim.optimizer.zero_grad(set_to_none=True)
-    if finite < distributed.world_size():
+    sums, first = torch.zeros(3, dtype=torch.float64, device=settings.device), 0
+    for i, (images, _) in enumerate(batch):
+        x = to_model_input(images, settings.device)
+        if settings.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        rows = slice(first, first + len(images))
+        first += len(images)
+        # DDP exchanges gradients on the backward of the last micro-batch only.
+        with model.no_sync() if ddp and i < len(batch) - 1 else contextlib.nullcontext():
+            with torch.autocast("cuda", dtype=torch.float16, enabled=settings.amp):
+                box, logits = model(x)
+            losses = criterion.compute(box.float(), logits.float(), labels[rows], codes[rows], normalizer)
+            optim.scaler.scale(losses["total"]).backward()
+        sums += torch.stack([losses["total"], losses["box"], losses["cls"]]).detach().double()
+    # One exchange: the non-finite count and the loss sums of every process.
+    reduced = distributed.all_reduce_sum(torch.cat([(~torch.isfinite(sums[:1])).double(), sums]))
+    if reduced[0].item() > 0:
+        optim.optimizer.zero_grad(set_to_none=True)
         return None
-    optim.scaler.scale(losses["total"]).backward()
     if settings.clip_grad_norm > 0:
         optim.scaler.unscale_(optim.optimizer)
         nn.utils.clip_grad_norm_(net.parameters(), settings.clip_grad_norm)
@@ -119,14 +144,23 @@ def train_step(
     optim.scheduler.step()
     if optim.ema is not None:
         optim.ema.update_parameters(net)
-    reduced = distributed.all_reduce_sum(torch.stack([losses["total"], losses["box"], losses["cls"]]).detach())
-    total, box_loss, cls_loss = (reduced / distributed.world_size()).tolist()  # = what one process would compute
+    total, box_loss, cls_loss = (reduced[1:] / distributed.world_size()).tolist()  # = one process's, whole batch
     return {"total": total, "box": box_loss, "cls": cls_loss}
+
+
+def steps_in(loader: DataLoader, micro_batches: int) -> Iterator[list[MicroBatch]]:
+    """The loader's micro-batches, ``micro_batches`` at a time: one optimiser step's worth each."""
+    step: list[MicroBatch] = []
+    for micro in loader:
+        step.append(micro)
+        if len(step) == micro_batches:
+            yield step
+            step = []
 
 
 def train_one_epoch(
     model: nn.Module,
-    criterion: Callable,
+    criterion: FocalLoss | HardNegativeSoftmaxLoss,
     loader: DataLoader,
     state: RunState,
     optim: Optimisation,
@@ -134,8 +168,9 @@ def train_one_epoch(
     after_step: Callable[[RunState, dict | None], bool] = lambda state, losses: False,
     epochs: int | None = None,
 ) -> dict | None:
-    """Epoch ``state.epoch`` from batch ``state.epoch_step`` on (the rest of it after a mid-epoch resume).
-    ``after_step(state, losses)`` runs after every batch (logging, checkpoints, stop requests); True stops the
+    """Epoch ``state.epoch`` from optimiser step ``state.epoch_step`` on (the rest of it after a mid-epoch
+    resume). The loader gives micro-batches; ``settings.micro_batches`` of them make one step.
+    ``after_step(state, losses)`` runs after every step (logging, checkpoints, stop requests); True stops the
     epoch there. Returns the epoch's statistics, or None when stopped."""
     model.train()
     if settings.freeze_bn:
@@ -147,20 +182,21 @@ def train_one_epoch(
         set_backbone_frozen(net, state.epoch < settings.freeze_backbone_epochs)
     batchnorm = BatchNormSnapshot(net)
     loader.sampler.set_epoch(state.epoch)
-    loader.sampler.skip = state.epoch_step * loader.batch_size
+    loader.sampler.skip = state.epoch_step * settings.micro_batches * loader.batch_size
     loader.dataset.set_epoch(state.epoch)
     world, images_before, start = distributed.world_size(), state.sums.images, time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{epochs or '?'}", disable=not distributed.is_main(),
-               initial=state.epoch_step, total=len(loader), dynamic_ncols=True)  # fmt: skip
-    for images, targets in bar:
+    bar = tqdm(steps_in(loader, settings.micro_batches), desc=f"epoch {state.epoch + 1}/{epochs or '?'}",
+               disable=not distributed.is_main(), initial=state.epoch_step,
+               total=len(loader) // settings.micro_batches, dynamic_ncols=True)  # fmt: skip
+    for batch in bar:
         batchnorm.take()
-        losses = train_step(model, criterion, images, targets, optim, settings)
+        losses = train_step(model, criterion, batch, optim, settings)
         state.epoch_step += 1
-        state.sums.add(losses, len(images) * world)
+        state.sums.add(losses, sum(len(images) for images, _ in batch) * world)
         if losses is None:
             state.bad_steps += 1
             log.warning("non-finite loss at step %d, step skipped; image ids of this batch: %s", state.step,
-                        [t["image_id"] for t in targets])  # fmt: skip
+                        [t["image_id"] for _, targets in batch for t in targets])  # fmt: skip
             batchnorm.restore()
             if state.bad_steps >= settings.max_bad_steps:
                 raise TrainingStopped(f"{state.bad_steps} non-finite losses in a row at step {state.step}")

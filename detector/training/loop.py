@@ -18,7 +18,7 @@ from detector import checkpoint
 from detector.errors import UserError
 from detector.ssd.detections import LabelMap
 from detector.ssd.postprocess import PostProcessor
-from detector.training import distributed
+from detector.training import capacity, distributed
 from detector.training.engine import StepSettings, TrainingStopped, evaluate, train_one_epoch
 from detector.training.faults import FaultInjector
 from detector.training.optim import Optimisation
@@ -47,6 +47,7 @@ class Training:
     settings: StepSettings
     config: dict  # the resolved recipe as plain data; it travels in every checkpoint
     epochs: int
+    steps_per_epoch: int  # optimiser steps
     eval_every: int  # epochs between evaluations (0: only at the end)
     checkpoint_every: int  # steps between mid-epoch saves of last.pt (0: at epoch ends only)
 
@@ -56,6 +57,33 @@ class Training:
 
     def payload(self, state: RunState) -> dict:
         return training_payload(self.model, self.config, self.labels.categories, self.optim, state)
+
+
+class OutOfMemory(UserError):
+    """The device ran out of memory in a training step; nothing was saved after the last good checkpoint."""
+
+
+def out_of_memory_message(t: Training, state: RunState, last_path: Path, saved_step: int | None) -> str:
+    """One line: where it happened, the micro-batch and memory, what the last checkpoint holds, what to change."""
+    micro, per_step = t.train_loader.batch_size, t.train_loader.batch_size * t.settings.micro_batches
+    device = t.settings.device
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        memory = f"peak {torch.cuda.max_memory_allocated(device) / 2**30:.1f} of {total / 2**30:.1f} GiB"
+    else:
+        memory = f"peak resident {capacity.peak_resident_bytes() / 2**30:.1f} GiB"
+    smaller = capacity.largest_divisor(per_step, micro // 2)
+    change = f"train.micro_batch={smaller}" + (" train.freeze_bn=true" if smaller < 2 else "")  # BatchNorm needs 2
+    kept = (
+        f"{last_path} holds step {saved_step}; continue with --resume {last_path} --set {change}"
+        if saved_step is not None
+        else f"no checkpoint was written yet; start again with --set {change}"
+    )
+    return (
+        f"out of memory on {device} in step {state.step + 1} (epoch {state.epoch + 1}) with train.micro_batch "
+        f"{micro} ({t.settings.micro_batches} per step of {per_step} images on this process), {memory}; {kept}"
+        + (" (or auto: the largest that fits)" if device.type == "cuda" else "")
+    )
 
 
 class StopRequest:
@@ -83,10 +111,13 @@ def fit(
     """Train up to ``t.epochs`` (or only until epoch ``stop_after``; the schedule still spans them all).
     Returns the last evaluation's metrics ({} without one)."""
     last_path = Path(out_dir) / "last.pt"
+    saved = {"step": state.step if last_path.exists() else None}
 
     def save(name: str, payload: dict | None = None) -> None:
         if distributed.is_main():
             checkpoint.save(Path(out_dir) / name, payload or t.payload(state), keep_previous=name == "last.pt")
+        if name == "last.pt":
+            saved["step"] = state.step
 
     def after_step(state: RunState, losses: dict | None) -> bool:
         if losses is not None:
@@ -94,7 +125,7 @@ def fit(
         if stop.now():
             save("last.pt")
             return True
-        if t.checkpoint_every and state.step % t.checkpoint_every == 0 and state.epoch_step < len(t.train_loader):
+        if t.checkpoint_every and state.step % t.checkpoint_every == 0 and state.epoch_step < t.steps_per_epoch:
             save("last.pt")
         if fault is not None:
             fault(state.step)
@@ -107,6 +138,9 @@ def fit(
                                     epochs=t.epochs)  # fmt: skip
         except TrainingStopped as exc:
             raise TrainingStopped(f"{exc}; stopped, {last_path} holds the last good state") from None
+        except torch.OutOfMemoryError:
+            # Nothing is saved here: the step may have stopped half-way through the optimiser's update.
+            raise OutOfMemory(out_of_memory_message(t, state, last_path, saved["step"])) from None
         if stats is None:
             raise TrainingInterrupted(
                 f"interrupted: saved {last_path} at epoch {epoch + 1}, batch {state.epoch_step}; "

@@ -7,6 +7,8 @@ optimiser, the warmup + cosine schedule per iteration, the gradient scaler, the 
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -19,11 +21,14 @@ from detector.data.dataset import CocoDetection, collate, eval_loader
 from detector.evaluation.coco_eval import load_coco
 from detector.ssd.detections import LabelMap
 from detector.ssd.model import SSDLite
+from detector.training import capacity
 from detector.training.distributed import DistInfo
 from detector.training.engine import StepSettings
 from detector.training.loop import Training
 from detector.training.optim import Optimisation, build_optimizer, warmup_cosine
 from detector.training.sampler import ResumableSampler
+
+log = logging.getLogger(__name__)
 
 
 def build_training(
@@ -38,32 +43,45 @@ def build_training(
     t, device = cfg.train, dist.device
     if t.batch_size % dist.world_size:
         raise ConfigError(f"train.batch_size {t.batch_size} does not split over {dist.world_size} processes")
+    per_process = t.batch_size // dist.world_size
     model = model if model is not None else build.build_model(cfg.model)
     if t.sync_bn and dist.enabled and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    sampler = ResumableSampler(train_set, dist.world_size, dist.rank, t.seed)
+    criterion = build.build_criterion(cfg.loss)
+    micro = micro_batch_size(cfg, per_process, dist, model, criterion)
+    if micro < per_process:
+        log.info("gradient accumulation: %d forward passes of %d images per optimiser step (%d images per "
+                 "process, %d in all)", per_process // micro, micro, per_process, t.batch_size)  # fmt: skip
+    workers = cfg.data.workers
+    if workers == "auto":
+        workers = capacity.auto_workers(device.type, dist.local_world_size)
+        log.info("data.workers auto: %d loader workers for this process", workers)
+    sampler = ResumableSampler(train_set, dist.world_size, dist.rank, t.seed, step_images=per_process)
     train_loader = DataLoader(
         train_set,
-        t.batch_size // dist.world_size,
+        micro,
         sampler=sampler,
         drop_last=True,
-        num_workers=cfg.data.workers,
+        num_workers=workers,
         collate_fn=collate,
         pin_memory=device.type == "cuda",
         # Workers live for the whole run: starting them anew each epoch stalled its first step (seconds, in a
         # process holding a model, optimiser state and a dataset). The epoch reaches them through shared memory
         # (CocoDetection.set_epoch).
-        persistent_workers=cfg.data.workers > 0,
+        persistent_workers=workers > 0,
     )
-    if len(train_loader) == 0:
+    steps_per_epoch = len(train_loader) // (per_process // micro)
+    if steps_per_epoch == 0:
         raise ConfigError(
             f"{len(train_set)} training images do not fill one batch of {t.batch_size} (train.batch_size)"
         )
+    if device.type == "cuda" and dist.is_main:  # so that a user sees when the loader holds the GPU up
+        log.info(capacity.loader_line(train_set, workers))
     optimizer = build_optimizer(model, t.lr, t.momentum, t.weight_decay, t.backbone_lr_mult)
-    schedule = warmup_cosine(t.epochs * len(train_loader), t.warmup_iters, t.warmup_factor, t.min_lr_ratio)
+    schedule = warmup_cosine(t.epochs * steps_per_epoch, t.warmup_iters, t.warmup_factor, t.min_lr_ratio)
     amp = t.amp and device.type == "cuda"
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True) if t.ema else None
     net = model
@@ -74,7 +92,7 @@ def build_training(
     return Training(
         model=model,
         net=net,
-        criterion=build.build_criterion(cfg.loss),
+        criterion=criterion,
         post=build.build_postprocessor(cfg, model),
         optim=Optimisation(
             optimizer=optimizer,
@@ -83,7 +101,7 @@ def build_training(
             ema=ema,
         ),
         train_loader=train_loader,
-        val_loader=eval_loader(val_set, workers=cfg.data.workers, persistent=True) if val_set is not None else None,
+        val_loader=eval_loader(val_set, workers=workers, persistent=True) if val_set is not None else None,
         val_gt=load_coco(val_set.ann_file) if val_set is not None and dist.is_main else None,  # scored on main
         labels=LabelMap(train_set.categories),
         settings=StepSettings(
@@ -93,10 +111,35 @@ def build_training(
             clip_grad_norm=t.clip_grad_norm,
             freeze_bn=t.freeze_bn,
             max_bad_steps=t.max_bad_steps,
+            micro_batches=per_process // micro,
             freeze_backbone_epochs=t.freeze_backbone_epochs,
         ),
         config=config.to_dict(cfg),
         epochs=t.epochs,
+        steps_per_epoch=steps_per_epoch,
         eval_every=t.eval_every,
         checkpoint_every=t.checkpoint_every,
     )
+
+
+def micro_batch_size(cfg: Config, per_process: int, dist: DistInfo, model: nn.Module, criterion: object) -> int:
+    """Images per forward pass on this process: ``train.micro_batch`` resolved (0 or at least the share: the whole
+    share; auto: the largest that fits the GPU, the whole share on the CPU) and checked to divide the share."""
+    t, setting = cfg.train, cfg.train.micro_batch
+    if setting == "auto" and dist.device.type != "cuda":
+        return per_process
+    if setting != "auto" and (setting == 0 or setting >= per_process):  # e.g. 16 with a share of 8: one pass
+        return per_process
+    if setting == "auto":
+        trial = capacity.memory_trial(model, criterion, cfg.model.image_size, t.amp, t.channels_last)
+        choice = capacity.choose_micro_batch(per_process, trial, torch.cuda.get_device_properties(dist.device)
+                                             .total_memory, torch.cuda.memory_allocated(dist.device),
+                                             smallest=1 if t.freeze_bn else 2)  # fmt: skip
+        log.info(choice.line(per_process, cfg.model.image_size))
+        return choice.micro_batch
+    if per_process % setting:
+        raise ConfigError(
+            f"train.batch_size {t.batch_size} is not a multiple of train.micro_batch {setting} x {dist.world_size} "
+            f"process{'es' if dist.world_size > 1 else ''} = {setting * dist.world_size}"
+        )
+    return setting

@@ -54,10 +54,11 @@ def _losses(out):
 
 
 def test_sigint_saves_mid_epoch_and_resume_is_exact(tmp_path):
-    data = tiny_dataset(tmp_path / "data", train=16)
-    full = _train(data, tmp_path / "full", *LONG)
+    data = tiny_dataset(tmp_path / "data", train=32)
+    accumulate = ["train.batch_size=4", "train.micro_batch=2"]  # steps of two micro-batches
+    full = _train(data, tmp_path / "full", *LONG, *accumulate)
     assert full.returncode == 0, full.stderr[-3000:]
-    proc = _start(data, tmp_path / "cut", sets=["train.checkpoint_every=5"])
+    proc = _start(data, tmp_path / "cut", sets=[*accumulate, "train.checkpoint_every=5"])
     _wait_for(tmp_path / "cut" / "last.pt", proc)  # after step 5, inside epoch 1 (8 steps per epoch)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
@@ -122,6 +123,32 @@ def test_sigkill_mid_write_never_leaves_a_broken_checkpoint(tmp_path):
             assert checkpoint.load(prev)["i"] <= ckpt["i"]  # equal when killed between its two renames
     leftovers = [p.name for p in tmp_path.iterdir() if p.name not in ("last.pt", "last.prev.pt")]
     assert all(name.endswith((".tmp", ".tmp.prev")) for name in leftovers)  # only unfinished temporaries
+
+
+def test_out_of_memory_mid_run_ends_in_one_line_and_resumes(tmp_path, monkeypatch):
+    data = tiny_dataset(tmp_path / "data", train=16)
+    out = tmp_path / "run"
+    sets = [*LONG, "train.batch_size=8", "train.micro_batch=4", "train.checkpoint_every=1"]  # 2 steps an epoch
+    monkeypatch.setenv("DETECTOR_FAULT_AT_STEP", "3")  # the forward pass after step 3 runs out of memory
+    monkeypatch.setenv("DETECTOR_FAULT_RANK", "0")
+    monkeypatch.setenv("DETECTOR_FAULT_KIND", "oom")
+    result = _train(data, out, *sets)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert errors[0].startswith("error: out of memory on cpu in step 4 (epoch 2) with train.micro_batch 4 (2 per")
+    assert (
+        f"{out / 'last.pt'} holds step 3; continue with --resume {out / 'last.pt'} --set train.micro_batch=2"
+        in (errors[0])
+    )
+    assert checkpoint.load(out / "last.pt")["step"] == 3  # as the last save left it
+    for name in ("DETECTOR_FAULT_AT_STEP", "DETECTOR_FAULT_RANK", "DETECTOR_FAULT_KIND"):
+        monkeypatch.delenv(name)
+    resumed = tool_in_process("tools/train_coco.py", "--resume", str(out / "last.pt"), "--no-val", "--set",
+                              "train.micro_batch=2")  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    done = checkpoint.load(out / "last.pt")
+    assert (done["epoch"], done["step"], done["config"]["train"]["micro_batch"]) == (3, 6, 2)
 
 
 def test_corrupted_checkpoint_points_to_the_previous_one(tmp_path):

@@ -42,10 +42,23 @@ def test_train_step_updates_weights_and_reports_finite_losses(run):
     before = [p.detach().clone() for p in t.model.parameters()]
     images, targets = _batch(t)
     assert images.dtype == torch.uint8 and images.shape[-1] == 3
-    losses = train_step(t.net, t.criterion, images, targets, **_parts(t))
+    losses = train_step(t.net, t.criterion, [(images, targets)], **_parts(t))
     assert set(losses) == {"total", "box", "cls"} and all(math.isfinite(v) for v in losses.values())
     assert losses["total"] == pytest.approx(losses["box"] + losses["cls"], rel=1e-5)
     assert any(not torch.equal(a, b) for a, b in zip(before, t.model.parameters()))
+
+
+class NanLoss:
+    """The criterion's matching, and its losses times NaN."""
+
+    def __init__(self, criterion) -> None:
+        self.criterion = criterion
+
+    def match(self, targets, anchors):
+        return self.criterion.match(targets, anchors)
+
+    def compute(self, *args):
+        return {k: v * float("nan") for k, v in self.criterion.compute(*args).items()}
 
 
 def test_non_finite_loss_skips_the_step(run):
@@ -53,9 +66,7 @@ def test_non_finite_loss_skips_the_step(run):
     images, targets = _batch(t)
     weights = {k: v.clone() for k, v in t.model.named_parameters()}
     lr, step = t.optim.lr, t.optim.scheduler.last_epoch
-    crit = t.criterion
-    nan_criterion = lambda *a: {k: v * float("nan") for k, v in crit(*a).items()}  # noqa: E731
-    assert train_step(t.net, nan_criterion, images, targets, **_parts(t)) is None
+    assert train_step(t.net, NanLoss(t.criterion), [(images, targets)], **_parts(t)) is None
     for key, value in t.model.named_parameters():
         assert torch.equal(value, weights[key]) and value.grad is None, key  # no step, no gradients kept
     assert (t.optim.lr, t.optim.scheduler.last_epoch) == (lr, step)  # the schedule waits
@@ -115,6 +126,10 @@ def test_run_state_round_trip():
 def test_fault_injector_reads_the_environment_once():
     assert FaultInjector.from_environment(1, {}) is None
     assert FaultInjector.from_environment(1, {"DETECTOR_FAULT_AT_STEP": "5"}) == FaultInjector(5)
+    oom = {"DETECTOR_FAULT_AT_STEP": "5", "DETECTOR_FAULT_RANK": "0", "DETECTOR_FAULT_KIND": "oom"}
+    assert FaultInjector.from_environment(0, oom) == FaultInjector(5, "oom")
+    with pytest.raises(ValueError, match="DETECTOR_FAULT_KIND"):
+        FaultInjector.from_environment(0, {**oom, "DETECTOR_FAULT_KIND": "segv"})
     assert FaultInjector.from_environment(0, {"DETECTOR_FAULT_AT_STEP": "5"}) is None
     restarted = {"DETECTOR_FAULT_AT_STEP": "5", "TORCHELASTIC_RESTART_COUNT": "1"}
     assert FaultInjector.from_environment(1, restarted) is None
