@@ -45,7 +45,8 @@ def _sync(device: torch.device) -> None:
 def _memory(t, cfg: config.Config, device: torch.device) -> dict:
     """Peak bytes at half the micro-batch and at the micro-batch, the difference per image, and (CUDA) auto's."""
     micro = t.train_loader.batch_size
-    trial = capacity.memory_trial(t.model, t.criterion, cfg.model.image_size, t.settings.amp, cfg.train.channels_last)
+    trial = capacity.memory_trial(t.model, t.criterion, cfg.model.image_size, t.settings.amp, cfg.train.channels_last,
+                                  cfg.train.freeze_bn)  # fmt: skip
     half = max(1, micro // 2)
     low, high = trial(half), trial(micro)  # increasing sizes: the CPU's peak resident set only grows
     out = {"peak_half": low, "peak": high, "per_image": max(0.0, (high - low) / max(1, micro - half))}

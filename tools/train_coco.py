@@ -127,7 +127,8 @@ def main() -> int:
             fault.attach(t.model)
         with cli.stop_requests(request_stop) as received:
             try:
-                metrics = fit(t, state, out_dir, run_log, stop, fault=fault, stop_after=args.stop_after_epoch)
+                metrics = fit(t, state, out_dir, run_log, stop, fault=fault, stop_after=args.stop_after_epoch,
+                              resumed_from=Path(resume_path) if resume_path else None)  # fmt: skip
             except TrainingInterrupted as exc:
                 print(str(exc), file=sys.stderr)
                 return 128 + (received[0] if received else signal.SIGINT)

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from detector.data.image_io import to_model_input
 from detector.errors import UserError
+from detector.ssd.losses import FocalLoss, HardNegativeSoftmaxLoss
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def choose_micro_batch(
     headroom: float = HEADROOM,
 ) -> MicroBatchChoice:
     """The largest divisor ``m`` of ``per_process`` whose ``trial(m)`` (the peak bytes of one forward and backward
-    pass of ``m`` images; it raises ``torch.OutOfMemoryError`` when they do not fit) stays within ``headroom`` of
+    pass of ``m`` images; it raises ``torch.cuda.OutOfMemoryError`` when they do not fit) stays within ``headroom`` of
     ``capacity``. Starts at ``per_process``; halves on out-of-memory; from a pass that fitted but went past the
     headroom it goes straight to the size its memory per image allows. ``before``: bytes in use before a trial
     (weights, optimiser state), not counted per image. ``smallest``: the least micro-batch allowed (BatchNorm
@@ -79,7 +80,7 @@ def choose_micro_batch(
         tried.append(m)
         try:
             peak = trial(m)
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:
             peak = None
         if peak is not None:
             per_image = max(1.0, (peak - before) / m)
@@ -99,13 +100,20 @@ def choose_micro_batch(
 
 
 def memory_trial(
-    model: nn.Module, criterion: Callable, image_size: tuple[int, int], amp: bool, channels_last: bool
+    model: nn.Module,
+    criterion: FocalLoss | HardNegativeSoftmaxLoss,
+    image_size: tuple[int, int],
+    amp: bool,
+    channels_last: bool,
+    freeze_bn: bool = False,
 ) -> Callable[[int], int]:
     """``trial(m)`` for ``choose_micro_batch``: one forward, loss and backward pass of ``m`` random images at
     ``image_size`` (H, W) with two boxes each on the model's device, as training runs them (AMP, channels-last),
     returning the peak bytes: on CUDA the peak allocated in the pass plus the momentum buffers the optimiser will
     add; on the CPU the process's peak resident set, which only grows (compare passes in increasing size). The
-    weights, their gradients and BatchNorm's running statistics are left as they were."""
+    weights, their gradients and BatchNorm's running statistics are left as they were. Local to this process: no
+    collective calls (the loss is normalised by this batch's matched anchors; SyncBatchNorm comes later), so
+    processes may probe independently and then agree (``setup.micro_batch_size``)."""
     device = next(model.parameters()).device
     height, width = image_size
     boxes = torch.tensor([[0.1 * width, 0.1 * height, 0.6 * width, 0.7 * height],
@@ -117,6 +125,10 @@ def memory_trial(
 
     def trial(m: int) -> int:
         model.train()
+        if freeze_bn:  # as training runs it (and a pass of 1 image in training mode would fail)
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
@@ -127,7 +139,9 @@ def memory_trial(
             targets = [{"boxes": boxes, "labels": torch.tensor([1, 1], device=device)} for _ in range(m)]
             with torch.autocast("cuda", dtype=torch.float16, enabled=amp and cuda):
                 box, logits = model(x)
-            criterion(box.float(), logits.float(), model.anchors, targets)["total"].backward()
+            labels, codes = criterion.match(targets, model.anchors)
+            normalizer = max(1.0, (labels > 0).sum().item())
+            criterion.compute(box.float(), logits.float(), labels, codes, normalizer)["total"].backward()
             del x, box, logits
             if cuda:
                 torch.cuda.synchronize(device)

@@ -64,12 +64,22 @@ def is_main() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
-    """Sum over processes (no-op with one); returns a new tensor."""
+def all_reduce_sum(value: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> torch.Tensor:
+    """Sum (or ``op``) over processes (no-op with one); returns a new tensor on ``value``'s device. NCCL reduces
+    CUDA tensors only: a CPU tensor goes to this process's GPU and back."""
     value = value.detach().clone()
     if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(value)
+        if dist.get_backend() == "nccl" and not value.is_cuda:
+            on_gpu = value.cuda()
+            dist.all_reduce(on_gpu, op=op)
+            return on_gpu.to(value.device)
+        dist.all_reduce(value, op=op)
     return value
+
+
+def agree_on_min(value: int) -> int:
+    """The smallest of every process's ``value`` (itself with one process)."""
+    return int(all_reduce_sum(torch.tensor([value], dtype=torch.int64), dist.ReduceOp.MIN).item())
 
 
 def barrier() -> None:

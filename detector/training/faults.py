@@ -3,7 +3,7 @@
 ``DETECTOR_FAULT_AT_STEP=N`` makes the process of rank ``DETECTOR_FAULT_RANK`` (default 1) fail once it has
 taken step N, on torchrun's first attempt only (``TORCHELASTIC_RESTART_COUNT`` 0), so that a restart must
 recover the run. ``DETECTOR_FAULT_KIND``: ``exit`` (default: the process exits with status 17) or ``oom`` (the
-model's next forward pass raises ``torch.OutOfMemoryError``, as a CUDA allocation that does not fit does).
+model's next forward pass raises ``torch.cuda.OutOfMemoryError``, as a CUDA allocation that does not fit does).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class FaultInjector:
         if self.armed:
             self.armed = False
             log.error("injected fault: out of memory after step %d", self.at_step)
-            raise torch.OutOfMemoryError("CUDA out of memory (injected). Tried to allocate 2.00 GiB")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected). Tried to allocate 2.00 GiB")
 
     def __call__(self, step: int) -> None:
         if step != self.at_step:

@@ -63,8 +63,9 @@ class OutOfMemory(UserError):
     """The device ran out of memory in a training step; nothing was saved after the last good checkpoint."""
 
 
-def out_of_memory_message(t: Training, state: RunState, last_path: Path, saved_step: int | None) -> str:
-    """One line: where it happened, the micro-batch and memory, what the last checkpoint holds, what to change."""
+def out_of_memory_message(t: Training, state: RunState, during: str, saved: Path | None) -> str:
+    """One line: where it happened (``during``), the micro-batch and memory, the checkpoint to continue from
+    (``saved``, holding the state at ``state.step`` or before; None: none yet), what to change."""
     micro, per_step = t.train_loader.batch_size, t.train_loader.batch_size * t.settings.micro_batches
     device = t.settings.device
     if device.type == "cuda":
@@ -73,16 +74,19 @@ def out_of_memory_message(t: Training, state: RunState, last_path: Path, saved_s
     else:
         memory = f"peak resident {capacity.peak_resident_bytes() / 2**30:.1f} GiB"
     smaller = capacity.largest_divisor(per_step, micro // 2)
-    change = f"train.micro_batch={smaller}" + (" train.freeze_bn=true" if smaller < 2 else "")  # BatchNorm needs 2
+    if smaller == micro:
+        change = "model.image_size smaller (no smaller micro-batch: it is 1)"
+    else:
+        change = f"train.micro_batch={smaller}" + (" train.freeze_bn=true" if smaller < 2 else "")  # BatchNorm: 2
     kept = (
-        f"{last_path} holds step {saved_step}; continue with --resume {last_path} --set {change}"
-        if saved_step is not None
+        f"continue from {saved} with --resume {saved} --set {change}"
+        if saved is not None
         else f"no checkpoint was written yet; start again with --set {change}"
     )
     return (
-        f"out of memory on {device} in step {state.step + 1} (epoch {state.epoch + 1}) with train.micro_batch "
-        f"{micro} ({t.settings.micro_batches} per step of {per_step} images on this process), {memory}; {kept}"
-        + (" (or auto: the largest that fits)" if device.type == "cuda" else "")
+        f"out of memory on {device} {during} with train.micro_batch {micro} ({t.settings.micro_batches} per step "
+        f"of {per_step} images on this process), {memory}; {kept}"
+        + (" (or train.micro_batch=auto: the largest that fits)" if device.type == "cuda" and smaller != micro else "")
     )
 
 
@@ -107,17 +111,19 @@ def fit(
     stop: StopRequest,
     fault: FaultInjector | None = None,
     stop_after: int | None = None,
+    resumed_from: Path | None = None,
 ) -> dict:
     """Train up to ``t.epochs`` (or only until epoch ``stop_after``; the schedule still spans them all).
+    ``resumed_from``: the checkpoint ``state`` came from (named by an out-of-memory error before the first save).
     Returns the last evaluation's metrics ({} without one)."""
     last_path = Path(out_dir) / "last.pt"
-    saved = {"step": state.step if last_path.exists() else None}
+    saved = {"path": resumed_from}  # the checkpoint that holds this run's latest saved state
 
     def save(name: str, payload: dict | None = None) -> None:
         if distributed.is_main():
             checkpoint.save(Path(out_dir) / name, payload or t.payload(state), keep_previous=name == "last.pt")
         if name == "last.pt":
-            saved["step"] = state.step
+            saved["path"] = last_path
 
     def after_step(state: RunState, losses: dict | None) -> bool:
         if losses is not None:
@@ -132,33 +138,40 @@ def fit(
         return False
 
     metrics: dict = {}
-    for epoch in range(state.epoch, min(t.epochs, stop_after or t.epochs)):
-        try:
-            stats = train_one_epoch(t.net, t.criterion, t.train_loader, state, t.optim, t.settings, after_step,
-                                    epochs=t.epochs)  # fmt: skip
-        except TrainingStopped as exc:
-            raise TrainingStopped(f"{exc}; stopped, {last_path} holds the last good state") from None
-        except torch.OutOfMemoryError:
-            # Nothing is saved here: the step may have stopped half-way through the optimiser's update.
-            raise OutOfMemory(out_of_memory_message(t, state, last_path, saved["step"])) from None
-        if stats is None:
-            raise TrainingInterrupted(
-                f"interrupted: saved {last_path} at epoch {epoch + 1}, batch {state.epoch_step}; "
-                f"continue with --resume {last_path}"
-            )
-        state.end_epoch()
-        if t.val_loader is not None and ((t.eval_every and state.epoch % t.eval_every == 0) or state.epoch == t.epochs):
-            metrics = {}
-            if distributed.is_main():
-                metrics = evaluate(t.eval_model(), t.post, t.val_loader, t.val_gt, t.labels, t.settings.device)
+    evaluating = False  # where an out-of-memory error struck: a training step, or the evaluation and saves after
+    try:
+        for epoch in range(state.epoch, min(t.epochs, stop_after or t.epochs)):
+            try:
+                evaluating = False
+                stats = train_one_epoch(t.net, t.criterion, t.train_loader, state, t.optim, t.settings, after_step,
+                                        epochs=t.epochs)  # fmt: skip
+            except TrainingStopped as exc:
+                raise TrainingStopped(f"{exc}; stopped, {last_path} holds the last good state") from None
+            if stats is None:
+                raise TrainingInterrupted(
+                    f"interrupted: saved {last_path} at epoch {epoch + 1}, batch {state.epoch_step}; "
+                    f"continue with --resume {last_path}"
+                )
+            state.end_epoch()
+            evaluating = True
+            if t.val_loader is not None and (
+                (t.eval_every and state.epoch % t.eval_every == 0) or state.epoch == t.epochs
+            ):
+                metrics = {}
+                if distributed.is_main():
+                    metrics = evaluate(t.eval_model(), t.post, t.val_loader, t.val_gt, t.labels, t.settings.device)
+                distributed.barrier()
+                stats.update({k: v for k, v in metrics.items() if k not in ("per_class", "precision")})
+            payload = t.payload(state)
+            save("last.pt", payload)
+            if metrics and metrics.get("AP", -1) > state.best_map:
+                state.best_map = metrics["AP"]
+                payload["best_map"] = state.best_map
+                save("best.pt", payload)
+            run_log.epoch(state.epoch, stats)
             distributed.barrier()
-            stats.update({k: v for k, v in metrics.items() if k not in ("per_class", "precision")})
-        payload = t.payload(state)
-        save("last.pt", payload)
-        if metrics and metrics.get("AP", -1) > state.best_map:
-            state.best_map = metrics["AP"]
-            payload["best_map"] = state.best_map
-            save("best.pt", payload)
-        run_log.epoch(state.epoch, stats)
-        distributed.barrier()
+    except torch.cuda.OutOfMemoryError:
+        # Nothing is saved here: the step may have stopped half-way through the optimiser's update.
+        during = f"after epoch {state.epoch}" if evaluating else f"in step {state.step + 1} (epoch {state.epoch + 1})"
+        raise OutOfMemory(out_of_memory_message(t, state, during, saved["path"])) from None
     return metrics

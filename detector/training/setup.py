@@ -21,7 +21,7 @@ from detector.data.dataset import CocoDetection, collate, eval_loader
 from detector.evaluation.coco_eval import load_coco
 from detector.ssd.detections import LabelMap
 from detector.ssd.model import SSDLite
-from detector.training import capacity
+from detector.training import capacity, distributed
 from detector.training.distributed import DistInfo
 from detector.training.engine import StepSettings
 from detector.training.loop import Training
@@ -45,13 +45,13 @@ def build_training(
         raise ConfigError(f"train.batch_size {t.batch_size} does not split over {dist.world_size} processes")
     per_process = t.batch_size // dist.world_size
     model = model if model is not None else build.build_model(cfg.model)
-    if t.sync_bn and dist.enabled and device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     criterion = build.build_criterion(cfg.loss)
-    micro = micro_batch_size(cfg, per_process, dist, model, criterion)
+    micro = micro_batch_size(cfg, per_process, dist, model, criterion)  # probed before SyncBatchNorm: no collectives
+    if t.sync_bn and dist.enabled and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if micro < per_process:
         log.info("gradient accumulation: %d forward passes of %d images per optimiser step (%d images per "
                  "process, %d in all)", per_process // micro, micro, per_process, t.batch_size)  # fmt: skip
@@ -131,12 +131,16 @@ def micro_batch_size(cfg: Config, per_process: int, dist: DistInfo, model: nn.Mo
     if setting != "auto" and (setting == 0 or setting >= per_process):  # e.g. 16 with a share of 8: one pass
         return per_process
     if setting == "auto":
-        trial = capacity.memory_trial(model, criterion, cfg.model.image_size, t.amp, t.channels_last)
+        trial = capacity.memory_trial(model, criterion, cfg.model.image_size, t.amp, t.channels_last, t.freeze_bn)
         choice = capacity.choose_micro_batch(per_process, trial, torch.cuda.get_device_properties(dist.device)
                                              .total_memory, torch.cuda.memory_allocated(dist.device),
                                              smallest=1 if t.freeze_bn else 2)  # fmt: skip
         log.info(choice.line(per_process, cfg.model.image_size))
-        return choice.micro_batch
+        # Every process must run as many passes per step (DDP, SyncBatchNorm): the smallest choice holds for all.
+        agreed = distributed.agree_on_min(choice.micro_batch)
+        if agreed != choice.micro_batch:
+            log.info("train.micro_batch auto: %d, the smallest any process could take", agreed)
+        return agreed
     if per_process % setting:
         raise ConfigError(
             f"train.batch_size {t.batch_size} is not a multiple of train.micro_batch {setting} x {dist.world_size} "

@@ -105,7 +105,7 @@ def oom_above(limit: int, per_image: int = 100, before: int = 1000):
     def trial(m: int) -> int:
         calls.append(m)
         if m > limit:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return before + per_image * m
 
     return trial, calls
@@ -160,7 +160,9 @@ def test_one_worker_rate_is_measured_on_the_dataset(data):
 def test_the_out_of_memory_line_names_the_micro_batch_and_the_fix(data):
     t = _training(data, "train.micro_batch=8")
     state = RunState(epoch=2, step=41)
-    line = out_of_memory_message(t, state, Path("runs/x/last.pt"), saved_step=40)
-    assert "\n" not in line and "step 42 (epoch 3) with train.micro_batch 8 (2 per step of 16" in line
-    assert "runs/x/last.pt holds step 40; continue with --resume runs/x/last.pt --set train.micro_batch=4" in line
-    assert "no checkpoint was written yet" in out_of_memory_message(t, state, Path("last.pt"), None)
+    line = out_of_memory_message(t, state, "in step 42 (epoch 3)", Path("runs/x/last.pt"))
+    assert "\n" not in line and "in step 42 (epoch 3) with train.micro_batch 8 (2 per step of 16" in line
+    assert "continue from runs/x/last.pt with --resume runs/x/last.pt --set train.micro_batch=4" in line
+    assert "no checkpoint was written yet" in out_of_memory_message(t, state, "in step 1 (epoch 1)", None)
+    frozen = _training(data, "train.micro_batch=2")
+    assert "--set train.micro_batch=1 train.freeze_bn=true" in out_of_memory_message(frozen, state, "", None)
