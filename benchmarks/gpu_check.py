@@ -51,10 +51,8 @@ def _memory(t, cfg: config.Config, device: torch.device) -> dict:
     low, high = trial(half), trial(micro)  # increasing sizes: the CPU's peak resident set only grows
     out = {"peak_half": low, "peak": high, "per_image": max(0.0, (high - low) / max(1, micro - half))}
     if device.type == "cuda":
-        total = torch.cuda.get_device_properties(device).total_memory
-        choice = capacity.choose_micro_batch(cfg.train.batch_size, trial, total, torch.cuda.memory_allocated(device),
-                                             smallest=1 if cfg.train.freeze_bn else 2)  # fmt: skip
-        out.update(capacity=total, auto=choice.micro_batch, auto_tried=list(choice.tried))
+        choice = capacity.choose_on_cuda(cfg.train.batch_size, trial, device, cfg.train.freeze_bn)
+        out.update(capacity=choice.capacity, auto=choice.micro_batch, auto_tried=list(choice.tried))
     else:
         out["auto"] = cfg.train.batch_size  # on the CPU auto keeps the whole share
     return out

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from detector.data.image_io import to_model_input
 from detector.errors import UserError
 from detector.ssd.losses import FocalLoss, HardNegativeSoftmaxLoss
+from detector.training.engine import batchnorm_to_eval
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,15 @@ def choose_micro_batch(
         m = nxt
 
 
+def choose_on_cuda(
+    per_process: int, trial: Callable[[int], int], device: torch.device, freeze_bn: bool
+) -> MicroBatchChoice:
+    """``choose_micro_batch`` on a CUDA device: its memory, what is allocated now, and the least micro-batch
+    BatchNorm allows (1 when frozen)."""
+    total = torch.cuda.get_device_properties(device).total_memory
+    return choose_micro_batch(per_process, trial, total, torch.cuda.memory_allocated(device), 1 if freeze_bn else 2)
+
+
 def memory_trial(
     model: nn.Module,
     criterion: FocalLoss | HardNegativeSoftmaxLoss,
@@ -126,9 +136,7 @@ def memory_trial(
     def trial(m: int) -> int:
         model.train()
         if freeze_bn:  # as training runs it (and a pass of 1 image in training mode would fail)
-            for module in model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+            batchnorm_to_eval(model)
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)

@@ -55,6 +55,13 @@ class StepSettings:
     freeze_backbone_epochs: int = 0  # epochs 0..N-1 leave the backbone (weights and BatchNorm) as it is
 
 
+def batchnorm_to_eval(model: nn.Module) -> None:
+    """Put every BatchNorm layer of ``model`` in inference mode (running statistics, no updates)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
     """Freeze or thaw ``model.backbone``: no gradients for its parameters (SGD then leaves them, their momentum
     and their weight decay alone) and, when frozen, its BatchNorm layers in inference mode. Call after
@@ -62,9 +69,7 @@ def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
     for p in model.backbone.parameters():
         p.requires_grad_(not frozen)
     if frozen:
-        for m in model.backbone.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
+        batchnorm_to_eval(model.backbone)
 
 
 def _bn_statistics(model: nn.Module) -> list[torch.Tensor]:
@@ -174,9 +179,7 @@ def train_one_epoch(
     epoch there. Returns the epoch's statistics, or None when stopped."""
     model.train()
     if settings.freeze_bn:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
+        batchnorm_to_eval(model)
     net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     if settings.freeze_backbone_epochs:
         set_backbone_frozen(net, state.epoch < settings.freeze_backbone_epochs)

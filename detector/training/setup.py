@@ -126,21 +126,19 @@ def micro_batch_size(cfg: Config, per_process: int, dist: DistInfo, model: nn.Mo
     """Images per forward pass on this process: ``train.micro_batch`` resolved (0 or at least the share: the whole
     share; auto: the largest that fits the GPU, the whole share on the CPU) and checked to divide the share."""
     t, setting = cfg.train, cfg.train.micro_batch
-    if setting == "auto" and dist.device.type != "cuda":
-        return per_process
-    if setting != "auto" and (setting == 0 or setting >= per_process):  # e.g. 16 with a share of 8: one pass
-        return per_process
     if setting == "auto":
+        if dist.device.type != "cuda":
+            return per_process
         trial = capacity.memory_trial(model, criterion, cfg.model.image_size, t.amp, t.channels_last, t.freeze_bn)
-        choice = capacity.choose_micro_batch(per_process, trial, torch.cuda.get_device_properties(dist.device)
-                                             .total_memory, torch.cuda.memory_allocated(dist.device),
-                                             smallest=1 if t.freeze_bn else 2)  # fmt: skip
+        choice = capacity.choose_on_cuda(per_process, trial, dist.device, t.freeze_bn)
         log.info(choice.line(per_process, cfg.model.image_size))
         # Every process must run as many passes per step (DDP, SyncBatchNorm): the smallest choice holds for all.
         agreed = distributed.agree_on_min(choice.micro_batch)
         if agreed != choice.micro_batch:
             log.info("train.micro_batch auto: %d, the smallest any process could take", agreed)
         return agreed
+    if setting == 0 or setting >= per_process:  # e.g. 16 with a share of 8: one pass
+        return per_process
     if per_process % setting:
         raise ConfigError(
             f"train.batch_size {t.batch_size} is not a multiple of train.micro_batch {setting} x {dist.world_size} "
