@@ -5,9 +5,10 @@ The recipe (``--config``, default the paper's V3†; ``--set`` as in train_coco.
 ``tools/train_coco.py`` sets it up (``build_training``: micro-batch, loader workers, AMP, channels-last) on
 generated 640x480 JPEGs of the synthetic shapes (or ``--data-root``), then measured:
 
-1. memory: the peak of one forward and backward pass at the micro-batch and at half of it; their difference per
-   image is the memory per image (CUDA: allocated; CPU: the process's peak resident set). With CUDA, also the
-   micro-batch ``train.micro_batch: auto`` would take.
+1. memory: the peak of one forward and backward pass at the micro-batch and at half of it (at the least BatchNorm
+   allows and twice that, where the two coincide); their difference per image is the memory per image (CUDA:
+   allocated; CPU: the process's peak resident set). With CUDA, also the micro-batch ``train.micro_batch: auto``
+   would take.
 2. loader: one worker's images/s (read, decode, augment, resize) and the DataLoader's with its workers alone.
 3. step: optimiser steps on batches already in memory (the GPU alone), then fed by the loader (end to end).
 4. projection: the recipe's steps x batch images at the end-to-end rate, on this one device (N devices under
@@ -31,7 +32,7 @@ from detector.inference.timing import machine, machine_line
 from detector.paper.table6 import COCO_TRAIN_IMAGES
 from detector.training import capacity
 from detector.training.distributed import DistInfo
-from detector.training.engine import steps_in, train_step
+from detector.training.engine import batchnorm_to_eval, steps_in, train_step
 from detector.training.setup import build_training
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "table6_v3_large_reduced_paper.yaml"
@@ -43,13 +44,17 @@ def _sync(device: torch.device) -> None:
 
 
 def _memory(t, cfg: config.Config, device: torch.device) -> dict:
-    """Peak bytes at half the micro-batch and at the micro-batch, the difference per image, and (CUDA) auto's."""
+    """Peak bytes at half the micro-batch and at the micro-batch (and those sizes), the difference per image, and
+    (CUDA) the micro-batch auto takes."""
     micro = t.train_loader.batch_size
     trial = capacity.memory_trial(t.model, t.criterion, cfg.model.image_size, t.settings.amp, cfg.train.channels_last,
                                   cfg.train.freeze_bn)  # fmt: skip
-    half = max(1, micro // 2)
-    low, high = trial(half), trial(micro)  # increasing sizes: the CPU's peak resident set only grows
-    out = {"peak_half": low, "peak": high, "per_image": max(0.0, (high - low) / max(1, micro - half))}
+    # Two sizes, increasing (the CPU's peak resident set only grows): half the micro-batch and the micro-batch, or,
+    # where they coincide, the least BatchNorm allows (2 in training mode) and twice that.
+    half = max(1 if cfg.train.freeze_bn else 2, micro // 2)
+    full = micro if micro > half else 2 * half
+    low, high = trial(half), trial(full)
+    out = {"peak_half": low, "peak": high, "sizes": [half, full], "per_image": max(0.0, (high - low) / (full - half))}
     if device.type == "cuda":
         choice = capacity.choose_on_cuda(cfg.train.batch_size, trial, device, cfg.train.freeze_bn)
         out.update(capacity=choice.capacity, auto=choice.micro_batch, auto_tried=list(choice.tried))
@@ -75,6 +80,8 @@ def _step_rates(t, steps: int) -> tuple[float, float]:
     k, device = t.settings.micro_batches, t.settings.device
     step_images = t.train_loader.batch_size * k
     t.model.train()
+    if t.settings.freeze_bn:  # as train_one_epoch runs the steps
+        batchnorm_to_eval(t.model)
     cached = next(steps_in(t.train_loader, k))
     train_step(t.net, t.criterion, cached, t.optim, t.settings)  # warm-up: kernels, allocator, optimiser state
     _sync(device)
@@ -160,8 +167,9 @@ def run(recipe: Path, sets: list[str], data_root: str | None, images: int, steps
 def report_lines(r: dict) -> list[str]:
     mb, gib, m = 2**20, 2**30, r["memory_bytes"]
     size = "x".join(map(str, r["image_size"]))
-    memory = f"{m['per_image'] / mb:.0f} MB per image (peak {m['peak'] / gib:.2f} GiB at {r['micro_batch']} images"
-    memory += f", {m['peak_half'] / gib:.2f} GiB at half)" + (
+    half, full = m["sizes"]
+    memory = f"{m['per_image'] / mb:.0f} MB per image (peak {m['peak'] / gib:.2f} GiB at {full} images"
+    memory += f", {m['peak_half'] / gib:.2f} GiB at {half})" + (
         f"; {m['capacity'] / gib:.1f} GiB on the card" if "capacity" in m else ""
     )
     auto = f"auto would take {m['auto']}" + (f" (tried {', '.join(map(str, m['auto_tried']))})" if "auto_tried" in m

@@ -62,6 +62,30 @@ def largest_divisor(n: int, at_most: int) -> int:
     return next((d for d in range(min(n, at_most), 0, -1) if n % d == 0), 1)
 
 
+# How CUDA libraries word a failed allocation when it does not reach PyTorch's allocator as OutOfMemoryError.
+_ALLOCATION_FAILED = ("CUDA out of memory", "CUDA error: out of memory", "CUDNN_STATUS_ALLOC_FAILED",
+                      "CUBLAS_STATUS_ALLOC_FAILED")  # fmt: skip
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says the device ran out of memory: ``torch.cuda.OutOfMemoryError``, or the RuntimeError
+    that cuDNN, cuBLAS or a kernel launch raise for a failed allocation."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and any(text in str(exc) for text in _ALLOCATION_FAILED)
+
+
+def smaller_micro_batch(per_step: int, micro: int, freeze_bn: bool) -> tuple[int, bool] | None:
+    """What to try after ``micro`` ran out of memory: (a divisor of ``per_step`` at most half of it, or failing
+    that the largest below it, whether BatchNorm must then be frozen (a micro-batch of 1)); None when ``micro``
+    is 1 already. BatchNorm stays in training mode whenever a micro-batch of 2 or more divides the step."""
+    least = 1 if freeze_bn else 2
+    for candidate in (largest_divisor(per_step, micro // 2), largest_divisor(per_step, micro - 1)):
+        if least <= candidate < micro:
+            return candidate, False
+    return (1, True) if micro > 1 else None
+
+
 def choose_micro_batch(
     per_process: int,
     trial: Callable[[int], int],
@@ -71,27 +95,38 @@ def choose_micro_batch(
     headroom: float = HEADROOM,
 ) -> MicroBatchChoice:
     """The largest divisor ``m`` of ``per_process`` whose ``trial(m)`` (the peak bytes of one forward and backward
-    pass of ``m`` images; it raises ``torch.cuda.OutOfMemoryError`` when they do not fit) stays within ``headroom`` of
-    ``capacity``. Starts at ``per_process``; halves on out-of-memory; from a pass that fitted but went past the
-    headroom it goes straight to the size its memory per image allows. ``before``: bytes in use before a trial
-    (weights, optimiser state), not counted per image. ``smallest``: the least micro-batch allowed (BatchNorm
-    needs 2)."""
+    pass of ``m`` images; it raises an out-of-memory error, ``is_out_of_memory``, when they do not fit) stays within
+    ``headroom`` of ``capacity``. Starts at ``per_process`` and halves on out-of-memory; from a pass that fitted but
+    went past the headroom it goes straight to the size its memory per image allows. Once a size fits, it tries the
+    largest divisor between it and the smallest size that did not fit that the fitting pass's memory per image
+    allows (halving from 96 to 48 to 24 skips 32), until no larger divisor is left to try. ``before``: bytes in use
+    before a trial (weights, optimiser state), not counted per image. ``smallest``: the least micro-batch allowed
+    (BatchNorm needs 2)."""
     m, tried = per_process, []
+    best: MicroBatchChoice | None = None
+    too_big = per_process + 1  # the smallest size known not to fit
     while True:
         tried.append(m)
         try:
             peak = trial(m)
-        except torch.cuda.OutOfMemoryError:
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc):
+                raise
             peak = None
-        if peak is not None:
-            per_image = max(1.0, (peak - before) / m)
-            if peak <= headroom * capacity:
-                return MicroBatchChoice(m, peak, per_image, capacity, tuple(tried))
-            fits = math.floor((headroom * capacity - before) / per_image)
-            nxt = largest_divisor(per_process, min(fits, m - 1))
-        else:
+        if peak is None:
+            too_big = m
             nxt = largest_divisor(per_process, m // 2)
-        if m <= smallest or nxt < smallest:
+        else:
+            per_image = max(1.0, (peak - before) / m)
+            fits = math.floor((headroom * capacity - before) / per_image)
+            if peak <= headroom * capacity:
+                best = MicroBatchChoice(m, peak, per_image, capacity, ())
+            else:
+                too_big = m
+            nxt = largest_divisor(per_process, min(fits, too_big - 1))
+        if best is not None and nxt <= best.micro_batch:
+            return MicroBatchChoice(best.micro_batch, best.peak, best.per_image, capacity, tuple(tried))
+        if best is None and (m <= smallest or nxt < smallest):
             raise MicroBatchTooLarge(
                 f"train.micro_batch auto: not even {m} images per forward pass fit in "
                 f"{capacity / 2**30:.1f} GiB (tried {', '.join(map(str, tried))}); use a smaller model.image_size "

@@ -64,29 +64,43 @@ class OutOfMemory(UserError):
 
 
 def out_of_memory_message(t: Training, state: RunState, during: str, saved: Path | None) -> str:
-    """One line: where it happened (``during``), the micro-batch and memory, the checkpoint to continue from
-    (``saved``, holding the state at ``state.step`` or before; None: none yet), what to change."""
+    """One line for an out-of-memory error in a training step: where it happened (``during``), the micro-batch and
+    memory, the checkpoint to continue from (``saved``, holding the state at ``state.step`` or before; None: none
+    yet), what to change."""
     micro, per_step = t.train_loader.batch_size, t.train_loader.batch_size * t.settings.micro_batches
-    device = t.settings.device
-    if device.type == "cuda":
-        total = torch.cuda.get_device_properties(device).total_memory
-        memory = f"peak {torch.cuda.max_memory_allocated(device) / 2**30:.1f} of {total / 2**30:.1f} GiB"
-    else:
-        memory = f"peak resident {capacity.peak_resident_bytes() / 2**30:.1f} GiB"
-    smaller = capacity.largest_divisor(per_step, micro // 2)
-    if smaller == micro:
+    smaller = capacity.smaller_micro_batch(per_step, micro, t.settings.freeze_bn)
+    if smaller is None:
         change = "model.image_size smaller (no smaller micro-batch: it is 1)"
-    else:
-        change = f"train.micro_batch={smaller}" + (" train.freeze_bn=true" if smaller < 2 else "")  # BatchNorm: 2
+    else:  # BatchNorm needs 2 images in training mode
+        change = f"train.micro_batch={smaller[0]}" + (" train.freeze_bn=true" if smaller[1] else "")
     kept = (
         f"continue from {saved} with --resume {saved} --set {change}"
         if saved is not None
         else f"no checkpoint was written yet; start again with --set {change}"
     )
+    auto = t.settings.device.type == "cuda" and smaller is not None and not smaller[1]
     return (
-        f"out of memory on {device} {during} with train.micro_batch {micro} ({t.settings.micro_batches} per step "
-        f"of {per_step} images on this process), {memory}; {kept}"
-        + (" (or train.micro_batch=auto: the largest that fits)" if device.type == "cuda" and smaller != micro else "")
+        f"out of memory on {t.settings.device} {during} with train.micro_batch {micro} ({t.settings.micro_batches} "
+        f"per step of {per_step} images on this process), {_memory(t.settings.device)}; {kept}"
+        + (" (or train.micro_batch=auto: the largest that fits)" if auto else "")
+    )
+
+
+def _memory(device: torch.device) -> str:
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        return f"peak {torch.cuda.max_memory_allocated(device) / 2**30:.1f} of {total / 2**30:.1f} GiB"
+    return f"peak resident {capacity.peak_resident_bytes() / 2**30:.1f} GiB"
+
+
+def evaluation_out_of_memory_message(t: Training, epoch: int, saved: Path) -> str:
+    """One line for an out-of-memory error in the evaluation after epoch ``epoch`` (whose training ``saved``
+    holds): a smaller micro-batch would not help, the evaluation's batch is its own."""
+    return (
+        f"out of memory on {t.settings.device} in the evaluation after epoch {epoch}, "
+        f"{_memory(t.settings.device)}; {saved} holds the end of epoch {epoch} (its evaluation is skipped); "
+        f"continue with --resume {saved} (the evaluation puts {t.val_loader.batch_size} images through each pass; "
+        "free the device's memory, or --no-val to train without evaluating)"
     )
 
 
@@ -138,11 +152,11 @@ def fit(
         return False
 
     metrics: dict = {}
-    evaluating = False  # where an out-of-memory error struck: a training step, or the evaluation and saves after
+    stage = "training"  # where an out-of-memory error struck: a step, the evaluation, or the saves after it
     try:
         for epoch in range(state.epoch, min(t.epochs, stop_after or t.epochs)):
             try:
-                evaluating = False
+                stage = "training"
                 stats = train_one_epoch(t.net, t.criterion, t.train_loader, state, t.optim, t.settings, after_step,
                                         epochs=t.epochs)  # fmt: skip
             except TrainingStopped as exc:
@@ -153,15 +167,16 @@ def fit(
                     f"continue with --resume {last_path}"
                 )
             state.end_epoch()
-            evaluating = True
             if t.val_loader is not None and (
                 (t.eval_every and state.epoch % t.eval_every == 0) or state.epoch == t.epochs
             ):
+                stage = "evaluation"
                 metrics = {}
                 if distributed.is_main():
                     metrics = evaluate(t.eval_model(), t.post, t.val_loader, t.val_gt, t.labels, t.settings.device)
                 distributed.barrier()
                 stats.update({k: v for k, v in metrics.items() if k not in ("per_class", "precision")})
+            stage = "saving"
             payload = t.payload(state)
             save("last.pt", payload)
             if metrics and metrics.get("AP", -1) > state.best_map:
@@ -170,8 +185,19 @@ def fit(
                 save("best.pt", payload)
             run_log.epoch(state.epoch, stats)
             distributed.barrier()
-    except torch.cuda.OutOfMemoryError:
-        # Nothing is saved here: the step may have stopped half-way through the optimiser's update.
-        during = f"after epoch {state.epoch}" if evaluating else f"in step {state.step + 1} (epoch {state.epoch + 1})"
-        raise OutOfMemory(out_of_memory_message(t, state, during, saved["path"])) from None
-    return metrics
+        return metrics
+    except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is one
+        if not capacity.is_out_of_memory(exc):
+            raise
+    # Out of memory (outside the handler, so that the failed pass's tensors are freed). After a step, nothing is
+    # saved: it may have stopped half-way through the optimiser's update. The evaluation comes after a whole
+    # epoch, which is saved: the epoch's training is not lost.
+    if stage == "evaluation":
+        if t.settings.device.type == "cuda":
+            torch.cuda.empty_cache()
+        save("last.pt")
+        raise OutOfMemory(evaluation_out_of_memory_message(t, state.epoch, last_path))
+    during = (
+        f"after epoch {state.epoch}" if stage == "saving" else f"in step {state.step + 1} (epoch {state.epoch + 1})"
+    )
+    raise OutOfMemory(out_of_memory_message(t, state, during, saved["path"]))

@@ -44,6 +44,12 @@ def build_training(
     if t.batch_size % dist.world_size:
         raise ConfigError(f"train.batch_size {t.batch_size} does not split over {dist.world_size} processes")
     per_process = t.batch_size // dist.world_size
+    if per_process < 2 and not t.freeze_bn:  # the last feature maps are 1x1: BatchNorm needs two values a channel
+        raise ConfigError(
+            f"train.batch_size {t.batch_size} over {dist.world_size} process{'es' if dist.world_size > 1 else ''} "
+            "puts 1 image through each forward pass; BatchNorm needs at least 2: raise train.batch_size, or set "
+            "train.freeze_bn=true"
+        )
     model = model if model is not None else build.build_model(cfg.model)
     model = model.to(device)
     if t.channels_last:
@@ -114,7 +120,7 @@ def build_training(
             micro_batches=per_process // micro,
             freeze_backbone_epochs=t.freeze_backbone_epochs,
         ),
-        config=config.to_dict(cfg),
+        config=recorded_config(cfg, micro),
         epochs=t.epochs,
         steps_per_epoch=steps_per_epoch,
         eval_every=t.eval_every,
@@ -145,3 +151,13 @@ def micro_batch_size(cfg: Config, per_process: int, dist: DistInfo, model: nn.Mo
             f"process{'es' if dist.world_size > 1 else ''} = {setting * dist.world_size}"
         )
     return setting
+
+
+def recorded_config(cfg: Config, micro: int) -> dict:
+    """The recipe as checkpoints carry it, with ``train.micro_batch: auto`` replaced by the size it chose: a resumed
+    run then takes the same micro-batches (and so the same BatchNorm statistics) instead of probing again, which
+    free memory could answer otherwise. ``--resume CKPT --set train.micro_batch=auto`` probes anew."""
+    recorded = config.to_dict(cfg)
+    if cfg.train.micro_batch == "auto":
+        recorded["train"]["micro_batch"] = micro
+    return recorded

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from detector import build, config
-from detector.training import capacity
+from detector import build, checkpoint, config
+from detector.training import capacity, loop
 from detector.training.distributed import DistInfo
 from detector.training.engine import train_one_epoch
-from detector.training.loop import out_of_memory_message
+from detector.training.loop import OutOfMemory, StopRequest, fit, out_of_memory_message
+from detector.training.run_log import RunLog
 from detector.training.sampler import ResumableSampler
 from detector.training.setup import build_training
 from detector.training.state import RunState
@@ -88,6 +89,17 @@ def test_micro_batches_must_divide_the_share(data):
 def test_auto_on_the_cpu_keeps_the_whole_share(data):
     t = _training(data, "train.micro_batch=auto")
     assert (t.train_loader.batch_size, t.settings.micro_batches) == (16, 1)
+    # checkpoints carry the size auto chose, so that a resumed run takes the same micro-batches
+    assert t.config["train"]["micro_batch"] == 16
+    assert _training(data, "train.micro_batch=8").config["train"]["micro_batch"] == 8
+
+
+def test_one_image_per_forward_pass_is_refused_unless_batchnorm_is_frozen(data):
+    with pytest.raises(
+        config.ConfigError, match=r"train.batch_size 1 over 1 process puts 1 image .* train.freeze_bn=true"
+    ):
+        _training(data, "train.batch_size=1", "train.freeze_bn=false")
+    assert _training(data, "train.batch_size=1").train_loader.batch_size == 1  # frozen (ONE_STEP): allowed
 
 
 def test_the_sampler_cuts_epochs_to_whole_steps_and_resumes_inside_them():
@@ -128,6 +140,46 @@ def test_auto_leaves_headroom_and_keeps_to_divisors():
     assert 96 % choice.micro_batch == 0 and choice.peak <= 0.85 * 8000
 
 
+def test_auto_tries_the_divisors_halving_skipped():
+    # 96 and 48 do not fit, 24 does: halving skipped 32, which fits too
+    trial, calls = oom_above(40)
+    choice = capacity.choose_micro_batch(96, trial, capacity=10**6, before=1000)
+    assert calls == [96, 48, 24, 32] and choice.micro_batch == 32 and choice.tried == (96, 48, 24, 32)
+    # 120: 60 does not fit, 30 does; 40 (the largest divisor below 60) fits too
+    trial, calls = oom_above(59)
+    assert capacity.choose_micro_batch(120, trial, capacity=10**6).micro_batch == 40 and calls == [120, 60, 30, 40]
+    # the fitting pass's memory per image bounds the search: 30 images peak at 3,000 of the 3,400 allowed (85 % of
+    # 4,000), so at most 34: 40 is not tried
+    trial, calls = oom_above(59, before=0)
+    assert capacity.choose_micro_batch(120, trial, capacity=4000).micro_batch == 30 and calls == [120, 60, 30]
+
+
+def test_out_of_memory_is_recognised_in_the_forms_cuda_libraries_raise():
+    assert capacity.is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert capacity.is_out_of_memory(RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
+    assert capacity.is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate`"))
+    assert not capacity.is_out_of_memory(RuntimeError("Expected more than 1 value per channel when training"))
+    assert not capacity.is_out_of_memory(ValueError("CUDA out of memory"))
+
+    def failing(m: int) -> int:
+        if m > 8:
+            raise RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED")
+        raise RuntimeError("a real bug")
+
+    with pytest.raises(RuntimeError, match="a real bug"):  # anything else is not taken for a lack of memory
+        capacity.choose_micro_batch(16, failing, capacity=10**6)
+
+
+def test_a_smaller_micro_batch_keeps_batchnorm_training_where_one_divides_the_step():
+    assert capacity.smaller_micro_batch(512, 64, False) == (32, False)
+    assert capacity.smaller_micro_batch(96, 48, False) == (24, False)
+    assert capacity.smaller_micro_batch(6, 3, False) == (2, False)  # not 1 with BatchNorm frozen
+    assert capacity.smaller_micro_batch(14, 7, False) == (2, False)
+    assert capacity.smaller_micro_batch(16, 2, False) == (1, True)
+    assert capacity.smaller_micro_batch(16, 2, True) == (1, False)  # frozen already
+    assert capacity.smaller_micro_batch(16, 1, True) is None
+
+
 def test_auto_says_when_nothing_fits():
     trial, calls = oom_above(1)
     with pytest.raises(capacity.MicroBatchTooLarge, match=r"not even 2 images .* \(tried 64, 32, 16, 8, 4, 2\)"):
@@ -164,5 +216,32 @@ def test_the_out_of_memory_line_names_the_micro_batch_and_the_fix(data):
     assert "\n" not in line and "in step 42 (epoch 3) with train.micro_batch 8 (2 per step of 16" in line
     assert "continue from runs/x/last.pt with --resume runs/x/last.pt --set train.micro_batch=4" in line
     assert "no checkpoint was written yet" in out_of_memory_message(t, state, "in step 1 (epoch 1)", None)
-    frozen = _training(data, "train.micro_batch=2")
-    assert "--set train.micro_batch=1 train.freeze_bn=true" in out_of_memory_message(frozen, state, "", None)
+    training_bn = _training(data, "train.micro_batch=2", "train.freeze_bn=false")
+    assert out_of_memory_message(training_bn, state, "", None).endswith(
+        "--set train.micro_batch=1 train.freeze_bn=true"
+    )
+    frozen = _training(data, "train.micro_batch=2")  # BatchNorm frozen already (ONE_STEP)
+    assert out_of_memory_message(frozen, state, "", None).endswith("--set train.micro_batch=1")
+
+
+def test_out_of_memory_in_the_evaluation_keeps_the_epoch(data, tmp_path, monkeypatch):
+    """An epoch's training is whole before its evaluation: an out-of-memory error there saves it in last.pt."""
+    cfg = config.load(None, [*ONE_STEP, f"data.data_root={data}", "train.micro_batch=8"])
+    train_set, val_set = build.build_datasets(cfg)
+    torch.manual_seed(0)
+    t = build_training(cfg, train_set, val_set, DistInfo())
+
+    def evaluate(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated). Tried to allocate 1.00 GiB")
+
+    monkeypatch.setattr(loop, "evaluate", evaluate)
+    state = RunState()
+    with pytest.raises(OutOfMemory) as caught:
+        fit(t, state, tmp_path, RunLog(tmp_path, True, True, 20), StopRequest())
+    line = str(caught.value)
+    assert "\n" not in line and line.startswith("out of memory on cpu in the evaluation after epoch 1, ")
+    assert f"{tmp_path / 'last.pt'} holds the end of epoch 1" in line and "--no-val" in line
+    saved = checkpoint.load(tmp_path / "last.pt")
+    assert (saved["epoch"], saved["step"]) == (1, 1)
+    for name, value in t.model.state_dict().items():
+        assert torch.equal(saved["model"][name], value), name
