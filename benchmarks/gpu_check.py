@@ -51,7 +51,7 @@ def _memory(t, cfg: config.Config, device: torch.device) -> dict:
                                   cfg.train.freeze_bn)  # fmt: skip
     # Two sizes, increasing (the CPU's peak resident set only grows): half the micro-batch and the micro-batch, or,
     # where they coincide, the least BatchNorm allows (2 in training mode) and twice that.
-    half = max(1 if cfg.train.freeze_bn else 2, micro // 2)
+    half = max(capacity.least_micro_batch(cfg.train.freeze_bn), micro // 2)
     full = micro if micro > half else 2 * half
     low, high = trial(half), trial(full)
     out = {"peak_half": low, "peak": high, "sizes": [half, full], "per_image": max(0.0, (high - low) / (full - half))}

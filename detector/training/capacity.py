@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -75,11 +75,17 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(text in str(exc) for text in _ALLOCATION_FAILED)
 
 
+def least_micro_batch(freeze_bn: bool) -> int:
+    """The fewest images one forward pass may hold: 2 with BatchNorm in training mode (the last feature maps are
+    1x1, and BatchNorm needs two values a channel), 1 with it frozen."""
+    return 1 if freeze_bn else 2
+
+
 def smaller_micro_batch(per_step: int, micro: int, freeze_bn: bool) -> tuple[int, bool] | None:
     """What to try after ``micro`` ran out of memory: (a divisor of ``per_step`` at most half of it, or failing
     that the largest below it, whether BatchNorm must then be frozen (a micro-batch of 1)); None when ``micro``
     is 1 already. BatchNorm stays in training mode whenever a micro-batch of 2 or more divides the step."""
-    least = 1 if freeze_bn else 2
+    least = least_micro_batch(freeze_bn)
     for candidate in (largest_divisor(per_step, micro // 2), largest_divisor(per_step, micro - 1)):
         if least <= candidate < micro:
             return candidate, False
@@ -109,7 +115,7 @@ def choose_micro_batch(
         tried.append(m)
         try:
             peak = trial(m)
-        except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+        except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is one
             if not is_out_of_memory(exc):
                 raise
             peak = None
@@ -120,12 +126,12 @@ def choose_micro_batch(
             per_image = max(1.0, (peak - before) / m)
             fits = math.floor((headroom * capacity - before) / per_image)
             if peak <= headroom * capacity:
-                best = MicroBatchChoice(m, peak, per_image, capacity, ())
+                best = MicroBatchChoice(m, peak, per_image, capacity, tried=())
             else:
                 too_big = m
             nxt = largest_divisor(per_process, min(fits, too_big - 1))
         if best is not None and nxt <= best.micro_batch:
-            return MicroBatchChoice(best.micro_batch, best.peak, best.per_image, capacity, tuple(tried))
+            return replace(best, tried=tuple(tried))
         if best is None and (m <= smallest or nxt < smallest):
             raise MicroBatchTooLarge(
                 f"train.micro_batch auto: not even {m} images per forward pass fit in "
@@ -141,7 +147,9 @@ def choose_on_cuda(
     """``choose_micro_batch`` on a CUDA device: its memory, what is allocated now, and the least micro-batch
     BatchNorm allows (1 when frozen)."""
     total = torch.cuda.get_device_properties(device).total_memory
-    return choose_micro_batch(per_process, trial, total, torch.cuda.memory_allocated(device), 1 if freeze_bn else 2)
+    return choose_micro_batch(
+        per_process, trial, total, torch.cuda.memory_allocated(device), least_micro_batch(freeze_bn)
+    )
 
 
 def memory_trial(

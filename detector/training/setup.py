@@ -44,7 +44,7 @@ def build_training(
     if t.batch_size % dist.world_size:
         raise ConfigError(f"train.batch_size {t.batch_size} does not split over {dist.world_size} processes")
     per_process = t.batch_size // dist.world_size
-    if per_process < 2 and not t.freeze_bn:  # the last feature maps are 1x1: BatchNorm needs two values a channel
+    if per_process < capacity.least_micro_batch(t.freeze_bn):
         raise ConfigError(
             f"train.batch_size {t.batch_size} over {dist.world_size} process{'es' if dist.world_size > 1 else ''} "
             "puts 1 image through each forward pass; BatchNorm needs at least 2: raise train.batch_size, or set "
